@@ -1,0 +1,76 @@
+"""Eager PyTorch implementation of the squash-affine op: the specification every other implementation is tested against.
+
+``y = weight * f(alpha * x) + bias`` with ``alpha`` a scalar and ``weight``/``bias`` per channel, the channel
+dimension being the last one (tokens) or the second one (feature maps).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SQUASH_FUNCTIONS = ("tanh", "hardtanh", "sigmoid", "identity")
+CHANNEL_DIMS = (-1, 1)
+
+
+def _squash(z: torch.Tensor, fn: str) -> torch.Tensor:
+    if fn == "tanh":
+        return torch.tanh(z)
+    if fn == "hardtanh":
+        return F.hardtanh(z)
+    if fn == "sigmoid":
+        return torch.sigmoid(z)
+    if fn == "identity":
+        return z
+    raise ValueError(f"fn must be one of {SQUASH_FUNCTIONS}, got {fn!r}")
+
+
+def check_squash_args(x: torch.Tensor, alpha, weight, bias, fn: str, channel_dim: int) -> int:
+    """Validate arguments shared by every implementation; return the channel dimension as a non-negative index."""
+    if fn not in SQUASH_FUNCTIONS:
+        raise ValueError(f"fn must be one of {SQUASH_FUNCTIONS}, got {fn!r}")
+    if channel_dim not in CHANNEL_DIMS and channel_dim != x.dim() - 1:
+        raise ValueError(f"channel_dim must be one of {CHANNEL_DIMS} (last or second), got {channel_dim}")
+    if x.dim() < 2 and channel_dim == 1:
+        raise ValueError(f"channel_dim=1 needs an input of at least 2 dims, got shape {tuple(x.shape)}")
+    if x.dim() < 1:
+        raise ValueError("squash_affine needs an input with a channel dimension, got a 0-dim tensor")
+    dim = channel_dim % x.dim()
+    channels = x.shape[dim]
+    if isinstance(alpha, torch.Tensor) and alpha.numel() != 1:
+        raise ValueError(f"alpha must be a scalar (one element), got shape {tuple(alpha.shape)}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and (p.dim() != 1 or p.shape[0] != channels):
+            raise ValueError(f"{name} must have shape ({channels},) for channel_dim={channel_dim}, got {tuple(p.shape)}")
+    return dim
+
+
+def _per_channel(p: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """View a (C,) parameter so that it broadcasts along ``dim`` of ``x`` (no copy)."""
+    shape = [1] * x.dim()
+    shape[dim] = p.shape[0]
+    return p.view(shape)
+
+
+def squash_affine_reference(
+    x: torch.Tensor,
+    alpha: torch.Tensor | float,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    fn: str = "tanh",
+    channel_dim: int = -1,
+) -> torch.Tensor:
+    """``weight * f(alpha * x) + bias`` computed in float32 (or float64 for float64 inputs), returned in x's dtype.
+
+    ``weight``/``bias`` may be ``None`` (no affine). Differentiable in every tensor argument via autograd.
+    """
+    dim = check_squash_args(x, alpha, weight, bias, fn, channel_dim)
+    compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xc = x.to(compute_dtype)
+    a = alpha.to(compute_dtype).reshape(()) if isinstance(alpha, torch.Tensor) else alpha
+    y = _squash(a * xc, fn)
+    if weight is not None:
+        y = y * _per_channel(weight.to(compute_dtype), xc, dim)
+    if bias is not None:
+        y = y + _per_channel(bias.to(compute_dtype), xc, dim)
+    return y.to(x.dtype)
