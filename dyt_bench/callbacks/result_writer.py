@@ -1,0 +1,186 @@
+"""ResultWriter: records every run's outcome (completed, diverged, failed, interrupted) as ``result.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from dyt_bench.results import RunResult, collect_versions, write_result
+
+from .divergence import DivergenceGuard
+
+# Config keys that say where a run writes, not what it computes: left out of the config hash.
+_NON_SEMANTIC_KEYS = ("ckpt_path", "config", "trainer.default_root_dir", "trainer.logger", "trainer.callbacks",
+                      "trainer.enable_progress_bar", "trainer.enable_model_summary", "__path__")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            out[k] = float(v.detach().cpu().item())
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = float(v)
+    return out
+
+
+def _strip(config: dict, dotted: str) -> None:
+    head, _, rest = dotted.partition(".")
+    if head not in config:
+        return
+    if rest and isinstance(config[head], dict):
+        _strip(config[head], rest)
+    elif not rest:
+        del config[head]
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short stable hash of what a run computes (output paths and loggers excluded)."""
+    cfg = json.loads(json.dumps(config, default=str))
+    for key in _NON_SEMANTIC_KEYS:
+        _strip(cfg, key)
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    if isinstance(batch, (list, tuple)) and batch:
+        return _batch_size(batch[0])
+    if isinstance(batch, dict) and batch:
+        return _batch_size(next(iter(batch.values())))
+    return 0
+
+
+class ResultWriter(pl.Callback):
+    """Writes ``<run_dir>/result.json`` when fit ends, diverges, fails or is interrupted (rank 0 only).
+
+    ``run_dir`` defaults to the trainer's log directory. Best metrics follow the task's ``metric_modes``
+    (name → "max" | "min"), updated at the end of each validation epoch.
+    """
+
+    def __init__(self, run_dir: str | None = None, config: dict[str, Any] | None = None) -> None:
+        self.run_dir = run_dir
+        self.config = config
+        self.best: dict[str, float] = {}
+        self.path: Path | None = None
+        self._t0 = 0.0
+        self._started_at = ""
+        self._train_time = 0.0
+        self._train_samples = 0
+        self._batch_t0: float | None = None
+        self._written = False
+
+    # --- timing -------------------------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        self._started_at = _now()
+        self._written = False
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._batch_t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self._batch_t0 is not None:
+            self._train_time += time.perf_counter() - self._batch_t0
+            self._train_samples += _batch_size(batch)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        modes = getattr(pl_module, "metric_modes", {})
+        for name, value in _scalar_metrics(trainer.callback_metrics).items():
+            mode = modes.get(name)
+            if mode is None or value != value:  # untracked metric or NaN
+                continue
+            old = self.best.get(name)
+            if old is None or (value > old if mode == "max" else value < old):
+                self.best[name] = value
+
+    # --- outcomes -----------------------------------------------------------------------------------------------
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        guard = next((cb for cb in trainer.callbacks if isinstance(cb, DivergenceGuard)), None)
+        if guard is not None and guard.diverged:
+            self._write(trainer, pl_module, "diverged", divergence=guard.reason)
+        else:
+            self._write(trainer, pl_module, "completed")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self._write(trainer, pl_module, "interrupted", error="KeyboardInterrupt")
+        else:
+            tb = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
+            self._write(trainer, pl_module, "failed", error=f"{type(exception).__name__}: {exception}\n{tb[-4000:]}")
+
+    @rank_zero_only
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, **extra: Any) -> None:
+        if self._written:
+            return
+        run_dir = Path(self.run_dir or trainer.log_dir or trainer.default_root_dir)
+        config = self.config if self.config is not None else getattr(pl_module, "run_config", None)
+        if config is None:
+            config = {"model": dict(pl_module.hparams)}
+            if trainer.datamodule is not None:
+                config["data"] = dict(getattr(trainer.datamodule, "hparams", {}))
+        config = json.loads(json.dumps(config, default=str))
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        device = pl_module.device
+        if device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(device) / 2**20
+            device_name = torch.cuda.get_device_name(device)
+        else:
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak = rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+            device_name = f"cpu ({os.cpu_count()} cores)"
+        throughput = {}
+        if self._train_time > 0:
+            throughput = {"train_samples_per_s": self._train_samples / self._train_time,
+                          "train_steps_per_s": trainer.global_step / self._train_time}
+        norm = getattr(pl_module, "norm_spec", None)
+        result = RunResult(
+            task=getattr(pl_module, "task_name", type(pl_module).__name__),
+            model=getattr(pl_module, "model_name", ""),
+            dataset=getattr(trainer.datamodule, "dataset_name", "") if trainer.datamodule is not None else "",
+            norm=norm.to_dict() if norm is not None else {},
+            status=status,
+            seed=int(seed) if seed is not None else None,
+            metrics_final=_scalar_metrics(trainer.callback_metrics),
+            metrics_best=dict(self.best),
+            steps=int(trainer.global_step),
+            epochs=int(trainer.current_epoch),
+            wall_time_s=time.perf_counter() - self._t0 if self._t0 else 0.0,
+            throughput=throughput,
+            peak_memory_mb=peak,
+            device=device_name,
+            versions=collect_versions(),
+            config_hash=config_hash(config),
+            config=config,
+            norm_replacement=getattr(pl_module, "norm_report", None).to_dict() if getattr(pl_module, "norm_report", None) else {},
+            started_at=self._started_at or _now(),
+            finished_at=_now(),
+            **extra,
+        )
+        self.path = write_result(run_dir, result)
+        self._written = True
+        summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics_best.items()))
+        print(f"\n[dyt-bench] run {status}" + (f" ({extra['divergence']})" if extra.get("divergence") else "")
+              + (f"; best {summary}" if summary else ""), flush=True)
+        print(f"[dyt-bench] result: {self.path}\n[dyt-bench] logs:   {run_dir}", flush=True)

@@ -1,0 +1,5 @@
+"""Datamodules, one per modality; each knows its offline data format."""
+
+from .image import ImageDataModule
+
+__all__ = ["ImageDataModule"]

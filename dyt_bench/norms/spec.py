@@ -1,0 +1,108 @@
+"""NormSpec: a validated description of which normalization layer to place, shared by configs, surgery and results."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal, get_args
+
+NormKind = Literal["layernorm", "batchnorm", "rmsnorm", "dyt", "tanh", "hardtanh", "sigmoid", "identity"]
+NormImpl = Literal["auto", "triton", "eager"]
+Layout = Literal["channels_last", "channels_first"]
+
+NORM_KINDS: tuple[str, ...] = get_args(NormKind)
+IMPLS: tuple[str, ...] = get_args(NormImpl)
+LAYOUTS: tuple[str, ...] = get_args(Layout)
+STATISTIC_KINDS = ("layernorm", "batchnorm", "rmsnorm")
+SQUASH_KINDS = ("dyt", "tanh", "hardtanh", "sigmoid", "identity")
+
+# The squash function each point-wise kind applies; `dyt` is tanh with a learnable alpha.
+SQUASH_FN = {"dyt": "tanh", "tanh": "tanh", "hardtanh": "hardtanh", "sigmoid": "sigmoid", "identity": "identity"}
+
+DEFAULT_ALPHA_INIT_LEARNABLE = 0.5  # the paper's default for DyT outside LLMs
+DEFAULT_ALPHA_INIT_FIXED = 1.0
+
+
+def check_choice(field: str, value, allowed) -> None:
+    """Raise a ValueError naming the field and the allowed values when ``value`` is not one of them."""
+    if value not in allowed:
+        raise ValueError(f"{field} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+
+
+@dataclass
+class NormSpec:
+    """Which normalization layer to place.
+
+    Args:
+        kind: layernorm, batchnorm, rmsnorm (statistics-based) or dyt, tanh, hardtanh, sigmoid, identity
+            (point-wise ``weight * f(alpha * x) + bias``; ``dyt`` is tanh with a learnable alpha).
+        alpha_init: initial alpha of the point-wise kinds. Default: 0.5 when alpha is learnable, 1.0 when fixed.
+            Ignored by the statistics-based kinds, so one config can switch ``kind`` alone.
+        learnable_alpha: whether alpha is a trained parameter (else a fixed buffer). Default: true for ``dyt``,
+            false for tanh / hardtanh / sigmoid / identity.
+        impl: implementation of the point-wise op: auto (Triton on CUDA, eager elsewhere), triton, eager.
+        eps: epsilon of the statistics-based kinds. Default: keep the replaced layer's epsilon (1e-6 for new layers).
+    """
+
+    kind: NormKind = "dyt"
+    alpha_init: float | None = None
+    learnable_alpha: bool | None = None
+    impl: NormImpl = "auto"
+    eps: float | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("norm.kind", self.kind, NORM_KINDS)
+        check_choice("norm.impl", self.impl, IMPLS)
+        if self.alpha_init is not None:
+            if isinstance(self.alpha_init, bool) or not isinstance(self.alpha_init, (int, float)):
+                raise ValueError(f"norm.alpha_init must be a number; got {self.alpha_init!r}")
+            if not self.alpha_init == self.alpha_init:  # NaN
+                raise ValueError("norm.alpha_init must be a finite number; got nan")
+        if self.eps is not None and not (isinstance(self.eps, (int, float)) and self.eps > 0):
+            raise ValueError(f"norm.eps must be a positive number; got {self.eps!r}")
+    @property
+    def is_squash(self) -> bool:
+        return self.kind in SQUASH_KINDS
+
+    @property
+    def squash_fn(self) -> str:
+        return SQUASH_FN[self.kind]
+
+    @property
+    def resolved_learnable_alpha(self) -> bool:
+        if self.learnable_alpha is not None:
+            return bool(self.learnable_alpha)
+        return self.kind == "dyt"
+
+    @property
+    def resolved_alpha_init(self) -> float:
+        if self.alpha_init is not None:
+            return float(self.alpha_init)
+        return DEFAULT_ALPHA_INIT_LEARNABLE if self.resolved_learnable_alpha else DEFAULT_ALPHA_INIT_FIXED
+
+    def label(self) -> str:
+        """Short human-readable name, e.g. ``dyt(α0=0.5)`` or ``tanh(α=1 fixed)``."""
+        if not self.is_squash:
+            return self.kind
+        a = f"{self.resolved_alpha_init:g}"
+        return f"{self.kind}(α0={a})" if self.resolved_learnable_alpha else f"{self.kind}(α={a} fixed)"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if self.is_squash:
+            d["alpha_init"] = self.resolved_alpha_init
+            d["learnable_alpha"] = self.resolved_learnable_alpha
+        return d
+
+    @classmethod
+    def coerce(cls, value: NormSpec | dict | str) -> NormSpec:
+        """Accept a NormSpec, a dict of its fields, or a bare kind name."""
+        if isinstance(value, NormSpec):
+            return value
+        if isinstance(value, str):
+            return cls(kind=value)
+        if isinstance(value, dict):
+            unknown = set(value) - {"kind", "alpha_init", "learnable_alpha", "impl", "eps"}
+            if unknown:
+                raise ValueError(f"unknown norm field(s) {sorted(unknown)}; allowed: kind, alpha_init, learnable_alpha, impl, eps")
+            return cls(**value)
+        raise TypeError(f"norm must be a NormSpec, a dict or a kind name; got {type(value).__name__}")

@@ -1,0 +1,118 @@
+"""RunResult: the one record every run leaves behind (``<run_dir>/result.json``), written atomically, read by grid and leaderboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+RESULT_FILE = "result.json"
+SCHEMA_VERSION = 1
+STATUSES = ("completed", "diverged", "failed", "interrupted")
+FINISHED_STATUSES = ("completed", "diverged")  # a grid does not run these cells again
+
+
+@dataclass
+class RunResult:
+    """Everything a leaderboard needs about one run. ``metrics_final``/``metrics_best`` map logged names to floats."""
+
+    task: str
+    model: str
+    dataset: str
+    norm: dict[str, Any]
+    status: str
+    seed: int | None = None
+    metrics_final: dict[str, float] = field(default_factory=dict)
+    metrics_best: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    epochs: int = 0
+    wall_time_s: float = 0.0
+    throughput: dict[str, float] = field(default_factory=dict)
+    peak_memory_mb: float | None = None
+    device: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+    config_hash: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    norm_replacement: dict[str, Any] = field(default_factory=dict)
+    divergence: str | None = None
+    error: str | None = None
+    started_at: str = ""
+    finished_at: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {self.status!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see either the old file or the complete new one, never a torn write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def write_result(run_dir: str | os.PathLike, result: RunResult) -> Path:
+    """Atomically write ``result`` as ``<run_dir>/result.json`` and return the path."""
+    path = Path(run_dir) / RESULT_FILE
+    atomic_write_text(path, json.dumps(result.to_dict(), indent=2, sort_keys=False, default=str) + "\n")
+    return path
+
+
+def read_result(path: str | os.PathLike) -> RunResult:
+    """Read a result.json (or the one inside a run directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULT_FILE
+    with open(path, encoding="utf-8") as f:
+        return RunResult.from_dict(json.load(f))
+
+
+def collect_versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("dyt-bench", "torch", "lightning", "timm", "torchvision", "torchmetrics", "triton", "transformers"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        import torch
+
+        if torch.version.cuda:
+            out["cuda"] = torch.version.cuda
+    except ImportError:
+        pass
+    return out
