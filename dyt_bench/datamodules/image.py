@@ -42,18 +42,25 @@ class TensorImageDataset(Dataset):
         return img, self.labels[i]
 
 
+def digits_split_indices(labels, val_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of a train/val split stratified by class, fixed by ``split_seed``."""
+    from sklearn.model_selection import train_test_split
+
+    labels = torch.as_tensor(labels)
+    idx_train, idx_val = train_test_split(
+        torch.arange(len(labels)).numpy(), test_size=val_fraction, random_state=split_seed, stratify=labels.numpy()
+    )
+    return torch.as_tensor(idx_train), torch.as_tensor(idx_val)
+
+
 def load_digits_split(val_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The scikit-learn digits as (N, 1, 8, 8) float images in [0, 1], split train/val stratified by class."""
     from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
 
     data = load_digits()
     images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     labels = torch.tensor(data.target, dtype=torch.long)
-    idx_train, idx_val = train_test_split(
-        torch.arange(len(labels)).numpy(), test_size=val_fraction, random_state=split_seed, stratify=labels.numpy()
-    )
-    idx_train, idx_val = torch.as_tensor(idx_train), torch.as_tensor(idx_val)
+    idx_train, idx_val = digits_split_indices(labels, val_fraction, split_seed)
     return images[idx_train], labels[idx_train], images[idx_val], labels[idx_val]
 
 

@@ -1,0 +1,112 @@
+"""The image classification task end to end on CPU: training, metrics, outcomes recorded in result.json."""
+
+import math
+
+import pytest
+import torch
+from helpers import PoisonAtStep, tiny_data, tiny_task, tiny_trainer
+
+from dyt_bench.datamodules import ImageDataModule
+from dyt_bench.datamodules.image import digits_split_indices
+from dyt_bench.norms import SquashNorm
+from dyt_bench.results import read_result
+from dyt_bench.tasks.base import OptimConfig, lr_lambda
+
+
+def test_fit_writes_completed_result(tmp_path):
+    task = tiny_task("dyt")
+    trainer = tiny_trainer(tmp_path, max_steps=8, val_check_interval=4)
+    trainer.fit(task, datamodule=tiny_data())
+    result = read_result(tmp_path)
+    assert result.status == "completed" and result.steps == 8
+    assert result.task == "image_classification" and result.dataset == "synthetic"
+    assert result.norm["kind"] == "dyt" and result.norm["learnable_alpha"] is True
+    assert result.norm_replacement["counts"] == {"LayerNorm": 3}
+    assert {"val/acc1", "val/acc5", "val/loss"} <= set(result.metrics_best)
+    assert 0 <= result.metrics_best["val/acc1"] <= 1 and result.throughput["train_samples_per_s"] > 0
+    assert result.config_hash and result.versions["torch"] == torch.__version__.split("+")[0]
+
+
+def test_forced_nan_is_recorded_as_diverged(tmp_path):
+    trainer = tiny_trainer(tmp_path, callbacks=[PoisonAtStep(3)], max_steps=20)
+    trainer.fit(tiny_task("dyt"), datamodule=tiny_data())
+    result = read_result(tmp_path)
+    assert result.status == "diverged"
+    assert "non-finite" in result.divergence
+    assert result.steps < 20
+
+
+def test_exception_is_recorded_as_failed_and_reraised(tmp_path):
+    trainer = tiny_trainer(tmp_path, callbacks=[PoisonAtStep(2, RuntimeError("boom in step 2"))])
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(tiny_task("layernorm"), datamodule=tiny_data())
+    result = read_result(tmp_path)
+    assert result.status == "failed" and "boom in step 2" in result.error
+
+
+def test_ctrl_c_is_recorded_as_interrupted(tmp_path):
+    trainer = tiny_trainer(tmp_path, callbacks=[PoisonAtStep(2, KeyboardInterrupt())])
+    with pytest.raises(SystemExit):  # Lightning shuts down gracefully, then exits
+        trainer.fit(tiny_task("dyt"), datamodule=tiny_data())
+    assert read_result(tmp_path).status == "interrupted"
+
+
+def test_datamodule_mismatch_fails_before_training(tmp_path):
+    trainer = tiny_trainer(tmp_path)
+    with pytest.raises(ValueError, match="num_classes"):
+        trainer.fit(tiny_task("dyt", num_classes=5), datamodule=tiny_data())
+
+
+def test_loss_falls_on_digits(tmp_path):
+    torch.manual_seed(0)
+    task = tiny_task("dyt", optim=OptimConfig(lr=3e-3, warmup_steps=5))
+    data = tiny_data("digits", batch_size=32)
+    data.setup("fit")
+    x, y = next(iter(data.val_dataloader()))
+    with torch.no_grad():
+        before = torch.nn.functional.cross_entropy(task(x), y).item()
+    tiny_trainer(tmp_path, max_steps=80, limit_val_batches=0).fit(task, datamodule=data)
+    with torch.no_grad():
+        after = torch.nn.functional.cross_entropy(task(x), y).item()
+    assert after < before - 0.2, (before, after)
+
+
+def test_optimizer_groups_keep_norms_and_biases_out_of_weight_decay():
+    task = tiny_task("dyt")
+    decay, no_decay = task.parameter_groups()
+    assert decay["weight_decay"] == task.optim_config.weight_decay and no_decay["weight_decay"] == 0.0
+    no_decay_ids = {id(p) for p in no_decay["params"]}
+    for m in task.modules():
+        if isinstance(m, SquashNorm):
+            assert {id(m.alpha), id(m.weight), id(m.bias)} <= no_decay_ids
+    assert all(p.ndim >= 2 for p in decay["params"])
+
+
+def test_lr_schedule_formula():
+    total, warm = 100, 10
+    assert lr_lambda(0, total, warm, "cosine", 0.0) == pytest.approx(0.1)
+    assert lr_lambda(9, total, warm, "cosine", 0.0) == pytest.approx(1.0)
+    assert lr_lambda(55, total, warm, "cosine", 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_lambda(100, total, warm, "cosine", 0.1) == pytest.approx(0.1)
+    assert lr_lambda(70, total, warm, "constant", 0.0) == 1.0
+
+
+def test_digits_split_is_stratified_deterministic_and_disjoint():
+    a, b = ImageDataModule(source="digits", img_size=16), ImageDataModule(source="digits", img_size=16)
+    a.setup(), b.setup()
+    assert len(a.train_set) + len(a.val_set) == 1797
+    assert torch.equal(a.val_set.labels, b.val_set.labels) and torch.equal(a.val_set.images, b.val_set.images)
+    counts = torch.bincount(a.val_set.labels, minlength=10)
+    assert counts.min() >= 34 and counts.max() <= 38  # 20% of ~180 per class
+    img, label = a.train_set[0]
+    assert img.shape == (1, 16, 16) and 0 <= label < 10
+    idx_train, idx_val = digits_split_indices(torch.arange(1797) % 10, 0.2, 0)
+    assert len(set(idx_train.tolist()) & set(idx_val.tolist())) == 0
+    assert sorted(idx_train.tolist() + idx_val.tolist()) == list(range(1797))
+
+
+def test_datamodule_rejects_bad_fields():
+    with pytest.raises(ValueError, match="data.source.*digits, synthetic"):
+        ImageDataModule(source="mnist")
+    with pytest.raises(ValueError, match="num_classes must be 10"):
+        ImageDataModule(source="digits", num_classes=5)
