@@ -108,6 +108,12 @@ class BenchTask(pl.LightningModule):
         for module in self.modules():
             if describe_norm(module) is not None:
                 no_decay_ids.update(id(p) for p in module.parameters(recurse=False))
+            # timm's convention: a model lists parameters such as position embeddings that take no weight decay
+            skip = getattr(module, "no_weight_decay", None)
+            if callable(skip) and module is not self:
+                names = skip()
+                params = dict(module.named_parameters())
+                no_decay_ids.update(id(params[n]) for n in names if n in params)
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             if not p.requires_grad:
