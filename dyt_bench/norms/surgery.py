@@ -28,6 +28,7 @@ class SourceNorm:
     affine: bool
     bias: bool
     eps: float | None
+    family: str = "layernorm"  # layernorm | rmsnorm | batchnorm | groupnorm | squash: what the layer computes
 
 
 @dataclass
@@ -69,7 +70,7 @@ def _one_dim(shape, cls_name: str) -> int:
 def _layernorm_like(m: nn.Module, layout: str) -> SourceNorm:
     n = _one_dim(m.normalized_shape, type(m).__name__)
     affine = bool(getattr(m, "elementwise_affine", m.weight is not None)) and m.weight is not None
-    return SourceNorm(n, layout, affine, getattr(m, "bias", None) is not None, m.eps)
+    return SourceNorm(n, layout, affine, getattr(m, "bias", None) is not None, m.eps, "layernorm")
 
 
 def _rms_like(m: nn.Module, layout: str) -> SourceNorm:
@@ -81,7 +82,7 @@ def _rms_like(m: nn.Module, layout: str) -> SourceNorm:
     eps = getattr(m, "eps", None)
     if eps is None:
         eps = getattr(m, "variance_epsilon", None)
-    return SourceNorm(int(n), layout, weight is not None, False, eps)
+    return SourceNorm(int(n), layout, weight is not None, False, eps, "rmsnorm")
 
 
 def _timm_classes(*names: str) -> tuple[type, ...]:
@@ -107,13 +108,13 @@ def describe_norm(m: nn.Module) -> SourceNorm | None:
     """Return what a recognised normalization layer looks like, or None when ``m`` is no norm surgery knows."""
     # Layers this package builds (so a model can be re-wired more than once).
     if isinstance(m, SquashNorm):
-        return SourceNorm(m.num_features, m.layout, m.weight is not None, m.bias is not None, None)
+        return SourceNorm(m.num_features, m.layout, m.weight is not None, m.bias is not None, None, "squash")
     if isinstance(m, ChannelsFirstLayerNorm):
-        return SourceNorm(m.num_features, "channels_first", m.weight is not None, m.bias is not None, m.eps)
+        return SourceNorm(m.num_features, "channels_first", m.weight is not None, m.bias is not None, m.eps, "layernorm")
     if isinstance(m, ChannelsFirstRMSNorm):
-        return SourceNorm(m.num_features, "channels_first", m.weight is not None, False, m.eps)
+        return SourceNorm(m.num_features, "channels_first", m.weight is not None, False, m.eps, "rmsnorm")
     if isinstance(m, BatchNorm):
-        return SourceNorm(m.num_features, m.layout, m.affine, m.affine, m.eps)
+        return SourceNorm(m.num_features, m.layout, m.affine, m.affine, m.eps, "batchnorm")
     # LayerNorm subclasses that normalise over dim 1 of (B, C, H, W): timm's LayerNorm2d family, torchvision's
     # ConvNeXt LayerNorm2d, and any LayerNorm that declares data_format="channels_first" (transformers' ConvNeXt).
     if isinstance(m, nn.LayerNorm) or hasattr(m, "normalized_shape"):
@@ -122,12 +123,12 @@ def describe_norm(m: nn.Module) -> SourceNorm | None:
         if isinstance(m, nn.LayerNorm) or getattr(m, "data_format", None) in ("channels_first", "channels_last"):
             return _layernorm_like(m, "channels_first" if channels_first else "channels_last")
     if isinstance(m, _BatchNorm):
-        return SourceNorm(m.num_features, "channels_first", m.affine, m.affine, m.eps)
+        return SourceNorm(m.num_features, "channels_first", m.affine, m.affine, m.eps, "batchnorm")
     if isinstance(m, nn.GroupNorm):
-        return SourceNorm(m.num_channels, "channels_first", m.affine, m.affine, m.eps)
+        return SourceNorm(m.num_channels, "channels_first", m.affine, m.affine, m.eps, "groupnorm")
     if isinstance(m, nn.RMSNorm):
         n = _one_dim(m.normalized_shape, "RMSNorm")
-        return SourceNorm(n, "channels_last", m.weight is not None, False, m.eps)
+        return SourceNorm(n, "channels_last", m.weight is not None, False, m.eps, "rmsnorm")
     if isinstance(m, _timm_classes("RmsNorm", "RmsNormFp32", "SimpleNorm", "SimpleNormFp32")):
         return _rms_like(m, "channels_last")
     if isinstance(m, _timm_classes("RmsNorm2d", "RmsNorm2dFp32", "SimpleNorm2d", "SimpleNorm2dFp32")):

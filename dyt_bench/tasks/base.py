@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from dyt_bench.callbacks import DivergenceGuard, ResultWriter
+from dyt_bench.callbacks import AlphaTracker, DivergenceGuard, ResultWriter
 from dyt_bench.norms import NormSpec, replace_norms
 from dyt_bench.norms.spec import check_choice
 from dyt_bench.norms.surgery import NormReplacementReport, describe_norm
@@ -71,6 +71,7 @@ def lr_lambda(step: int, total_steps: int, warmup_steps: int, schedule: str, min
 class BenchTask(pl.LightningModule):
     """Base of every task. A task builds its network, passes it through :meth:`place_norms`, and adds loss and metrics.
 
+    ``track_alpha: true`` adds the :class:`~dyt_bench.callbacks.AlphaTracker` (α vs 1/std of each DyT layer's input).
     Subclasses set ``task_name``, ``model_name`` and ``metric_modes`` (logged metric → "max" | "min"; the
     result writer tracks the best value of each).
     """
@@ -83,8 +84,10 @@ class BenchTask(pl.LightningModule):
         norm: NormSpec | None = None,
         optim: OptimConfig | None = None,
         divergence: DivergenceConfig | None = None,
+        track_alpha: bool = False,
     ) -> None:
         super().__init__()
+        self.track_alpha = track_alpha
         self.norm_spec = NormSpec.coerce(norm) if norm is not None else NormSpec()
         self.optim_config = optim if optim is not None else OptimConfig()
         self.divergence_config = divergence if divergence is not None else DivergenceConfig()
@@ -141,7 +144,14 @@ class BenchTask(pl.LightningModule):
         div = self.divergence_config
         if div.enabled:
             callbacks.insert(0, DivergenceGuard(max_loss_ratio=div.max_loss_ratio, min_steps=div.min_steps))
+        if self.track_alpha:
+            callbacks.append(AlphaTracker())
         return callbacks
+
+    def probe_forward(self, batch):
+        """Run the network on a batch as in validation (used by the norm probe); tasks with other batches override it."""
+        inputs = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(inputs.to(self.device))
 
     def check_datamodule(self, **expected) -> None:
         """Fail before training when the datamodule disagrees with the model (e.g. num_classes, img_size)."""

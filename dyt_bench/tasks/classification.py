@@ -23,7 +23,7 @@ class ImageClassification(BenchTask):
         model_kwargs: extra constructor arguments (e.g. ``patch_size``, ``embed_dim``, ``depth``, ``num_heads``).
         small_input: 3×3 stride-1 stem without max-pool for torchvision ResNets on tiny images.
         label_smoothing: cross-entropy label smoothing.
-        norm, optim, divergence: see ``BenchTask``.
+        norm, optim, divergence, track_alpha: see ``BenchTask``.
     """
 
     task_name = "image_classification"
@@ -41,8 +41,9 @@ class ImageClassification(BenchTask):
         norm: NormSpec | None = None,
         optim: OptimConfig | None = None,
         divergence: DivergenceConfig | None = None,
+        track_alpha: bool = False,
     ) -> None:
-        super().__init__(norm=norm, optim=optim, divergence=divergence)
+        super().__init__(norm=norm, optim=optim, divergence=divergence, track_alpha=track_alpha)
         if num_classes < 2:
             raise ValueError(f"model.num_classes must be >= 2; got {num_classes}")
         if not 0 <= label_smoothing < 1:
