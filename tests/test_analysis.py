@@ -2,10 +2,9 @@
 
 import csv
 import glob
-import os
 
-import pytest
 import lightning.pytorch as pl
+import pytest
 import timm
 import torch
 import torch.nn.functional as F
@@ -13,7 +12,8 @@ from helpers import tiny_data, tiny_task, tiny_trainer
 from torch import nn
 
 from dyt_bench.callbacks.alpha_tracker import CSV_NAME, AlphaTracker, pearson
-from dyt_bench.callbacks.probe import fit_tanh, main as probe_main, normalize_without_affine, probe_model, write_probe
+from dyt_bench.callbacks.probe import fit_tanh, normalize_without_affine, probe_model, write_probe
+from dyt_bench.callbacks.probe import main as probe_main
 from dyt_bench.norms import SquashNorm, build_norm
 
 
