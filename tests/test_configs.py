@@ -4,28 +4,52 @@ import glob
 import os
 
 import pytest
+import yaml
 
 from dyt_bench.cli import main
 from dyt_bench.results import read_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN_CONFIGS = sorted(
+ALL_CONFIGS = sorted(
     p for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True)
     if os.sep + "grids" + os.sep not in p
 )
-# Large configs are shrunk for a CPU smoke run; the shrinking keys are the same for every image config.
+# ImageNet configs need the data and a cluster: they are parsed, not run.
+PARSE_ONLY = [p for p in ALL_CONFIGS if os.sep + "imagenet" + os.sep in p]
+RUN_CONFIGS = [p for p in ALL_CONFIGS if p not in PARSE_ONLY]
+# Configs that read files or are large are shrunk for a CPU smoke run on synthetic data of the same shape.
+ON_SYNTHETIC = ["--data.source", "synthetic", "--data.root", "null", "--data.batch_size", "4",
+                "--data.synthetic_samples", "8", "--data.num_workers", "0", "--trainer.precision", "32"]
 SHRINK = {"synthetic_vit_s.yaml": ["--model.img_size", "32", "--data.img_size", "32", "--data.batch_size", "4",
                                    "--data.synthetic_samples", "8", "--model.model_kwargs", '{"depth": 1}']}
+
+
+def _shrink(config: str) -> list[str]:
+    if os.sep + "cifar" + os.sep in config:
+        return ON_SYNTHETIC
+    return SHRINK.get(os.path.basename(config), [])
 
 
 @pytest.mark.parametrize("config", RUN_CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_config_runs_one_step(config, tmp_path):
     main(["fit", "--config", config, "--trainer.fast_dev_run", "1", "--trainer.default_root_dir", str(tmp_path),
           "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
-          *SHRINK.get(os.path.basename(config), [])])
+          *_shrink(config)])
     (path,) = glob.glob(os.path.join(tmp_path, "**", "result.json"), recursive=True)
     assert read_result(path).status == "completed"
 
 
+@pytest.mark.parametrize("config", PARSE_ONLY, ids=lambda p: os.path.relpath(p, ROOT))
+def test_imagenet_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", config, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    model = printed["model"]["init_args"]
+    assert model["norm"]["kind"] in ("layernorm", "batchnorm")  # the baseline; DyT is one override
+    assert model["optim"]["lr"] == 0.004 and model["optim"]["lr_base_batch"] == 4096
+    assert printed["data"]["init_args"]["source"] == "imagefolder"
+
+
 def test_there_are_configs():
-    assert len(RUN_CONFIGS) >= 3
+    assert len(RUN_CONFIGS) >= 10 and len(PARSE_ONLY) == 7

@@ -1,5 +1,5 @@
 """Datamodules, one per modality; each knows its offline data format."""
 
-from .image import ImageDataModule
+from .image import AugmentConfig, ImageDataModule
 
-__all__ = ["ImageDataModule"]
+__all__ = ["AugmentConfig", "ImageDataModule"]

@@ -1,7 +1,10 @@
-"""Image datamodule: ``digits`` (scikit-learn's 1,797 real 8×8 handwritten digits, offline) and ``synthetic`` tensors."""
+"""Image datamodule: ``digits`` (scikit-learn's 1,797 real 8×8 digits, offline), ``synthetic`` tensors, ``imagefolder``
+(ImageNet-style ``train/`` + ``val/`` class folders) and ``cifar10`` / ``cifar100`` (torchvision's format)."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -11,7 +14,37 @@ from torch.utils.data import DataLoader, Dataset
 
 from dyt_bench.norms.spec import check_choice
 
-IMAGE_SOURCES = ("digits", "synthetic")
+IMAGE_SOURCES = ("digits", "synthetic", "imagefolder", "cifar10", "cifar100")
+FILE_SOURCES = ("imagefolder", "cifar10", "cifar100")
+CIFAR_STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+               "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))}
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation for the file sources, built by timm's ``create_transform`` (the paper's Table 9 recipe).
+
+    ``auto_augment``: a timm RandAugment string (``rand-m9-mstd0.5-inc1`` is RandAugment(9, 0.5)) or null.
+    ``re_prob``: random-erasing probability. ``scale``: RandomResizedCrop area range. ``crop_pct``: centre-crop ratio
+    at evaluation (0.875 = resize to img_size / 0.875, crop img_size). ``enabled: false`` keeps only resize,
+    crop and normalisation.
+    """
+
+    enabled: bool = True
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"
+    re_prob: float = 0.25
+    hflip: float = 0.5
+    scale: tuple[float, float] = (0.08, 1.0)
+    color_jitter: float = 0.0
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.re_prob <= 1:
+            raise ValueError(f"data.augment.re_prob must be in [0, 1]; got {self.re_prob}")
+        if not 0 < self.crop_pct <= 1:
+            raise ValueError(f"data.augment.crop_pct must be in (0, 1]; got {self.crop_pct}")
 
 
 class Upsample:
@@ -75,11 +108,16 @@ class ImageDataModule(pl.LightningDataModule):
         in_chans: channels (digits: 1, or 3 to repeat the grey channel).
         num_classes: classes (digits: must be 10).
         synthetic_samples: training samples of the synthetic source (validation gets a quarter as many).
+        root: data folder of the file sources: ``imagefolder`` expects ``root/train/<class>/*`` and
+            ``root/val/<class>/*``; ``cifar10``/``cifar100`` torchvision's ``cifar-10-batches-py`` /
+            ``cifar-100-python`` inside ``root`` (``download: true`` fetches them).
+        augment: training augmentation of the file sources (default: the paper's recipe, see ``AugmentConfig``).
+        num_workers, pin_memory, persistent_workers: DataLoader settings.
     """
 
     def __init__(
         self,
-        source: Literal["digits", "synthetic"] = "digits",
+        source: Literal["digits", "synthetic", "imagefolder", "cifar10", "cifar100"] = "digits",
         img_size: int = 16,
         in_chans: int = 1,
         num_classes: int = 10,
@@ -91,6 +129,10 @@ class ImageDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         synthetic_samples: int = 1024,
         normalize: bool = True,
+        root: str | None = None,
+        download: bool = False,
+        augment: AugmentConfig | None = None,
+        persistent_workers: bool = True,
     ) -> None:
         super().__init__()
         check_choice("data.source", source, IMAGE_SOURCES)
@@ -100,6 +142,12 @@ class ImageDataModule(pl.LightningDataModule):
             if num_classes != 10:
                 raise ValueError(f"data.num_classes must be 10 for source 'digits'; got {num_classes}")
             check_choice("data.in_chans (digits)", in_chans, (1, 3))
+        if source in FILE_SOURCES and not root:
+            raise ValueError(f"data.root is required for source {source!r} (the folder that holds the data)")
+        if source in ("cifar10", "cifar100"):
+            if num_classes != int(source[5:]):
+                raise ValueError(f"data.num_classes must be {source[5:]} for source {source!r}; got {num_classes}")
+            check_choice(f"data.in_chans ({source})", in_chans, (3,))
         if not 0 < val_fraction < 1:
             raise ValueError(f"data.val_fraction must be in (0, 1); got {val_fraction}")
         if batch_size < 1:
@@ -108,6 +156,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.source, self.img_size, self.in_chans, self.num_classes = source, img_size, in_chans, num_classes
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
+        self.augment = augment if augment is not None else AugmentConfig()
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
 
@@ -129,6 +178,8 @@ class ImageDataModule(pl.LightningDataModule):
             transform = Upsample(self.img_size)
             self.train_set = TensorImageDataset(x_tr, y_tr, transform)
             self.val_set = TensorImageDataset(x_va, y_va, transform)
+        elif self.source in FILE_SOURCES:
+            self._setup_files()
         else:
             gen = torch.Generator().manual_seed(hp.split_seed)
             n_val = max(1, hp.synthetic_samples // 4)
@@ -138,10 +189,56 @@ class ImageDataModule(pl.LightningDataModule):
             self.val_set = TensorImageDataset(torch.randn(n_val, *shape, generator=gen),
                                               torch.randint(0, self.num_classes, (n_val,), generator=gen))
 
+    def transforms(self, mean, std):
+        """(train, eval) transforms of the file sources, from timm."""
+        from timm.data import create_transform
+
+        aug = self.augment
+        eval_tf = create_transform(self.img_size, is_training=False, interpolation=aug.interpolation, mean=mean,
+                                   std=std, crop_pct=aug.crop_pct)
+        if not aug.enabled:
+            return eval_tf, eval_tf
+        train_tf = create_transform(
+            self.img_size, is_training=True, scale=tuple(aug.scale), hflip=aug.hflip, color_jitter=aug.color_jitter,
+            auto_augment=aug.auto_augment, interpolation=aug.interpolation, mean=mean, std=std, re_prob=aug.re_prob,
+            re_mode="pixel",
+        )
+        return train_tf, eval_tf
+
+    def _setup_files(self) -> None:
+        from torchvision import datasets
+
+        root = os.path.expanduser(self.hparams.root)
+        if self.source == "imagefolder":
+            missing = [d for d in ("train", "val") if not os.path.isdir(os.path.join(root, d))]
+            if missing:
+                raise FileNotFoundError(
+                    f"data.root={root!r} has no {'/ or '.join(missing)}/ folder; source 'imagefolder' expects "
+                    f"root/train/<class>/<image> and root/val/<class>/<image> (the ImageNet layout)"
+                )
+            train_tf, eval_tf = self.transforms(*IMAGENET_STATS)
+            self.train_set = datasets.ImageFolder(os.path.join(root, "train"), transform=train_tf)
+            self.val_set = datasets.ImageFolder(os.path.join(root, "val"), transform=eval_tf)
+            found = len(self.train_set.classes)
+            if found != self.num_classes:
+                raise ValueError(f"data.num_classes={self.num_classes} but {root}/train has {found} class folders")
+            return
+        cls = datasets.CIFAR10 if self.source == "cifar10" else datasets.CIFAR100
+        folder = os.path.join(root, cls.base_folder)
+        if not self.hparams.download and not os.path.isdir(folder):
+            raise FileNotFoundError(
+                f"{self.source} not found: expected {folder} (torchvision's python version of the data set). "
+                f"Set data.download: true to fetch it, or point data.root at the folder that contains {cls.base_folder}"
+            )
+        train_tf, eval_tf = self.transforms(*CIFAR_STATS[self.source])
+        self.train_set = cls(root, train=True, transform=train_tf, download=self.hparams.download)
+        self.val_set = cls(root, train=False, transform=eval_tf, download=False)
+
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
         hp = self.hparams
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=hp.num_workers,
-                          pin_memory=hp.pin_memory, persistent_workers=hp.num_workers > 0, drop_last=False)
+                          pin_memory=hp.pin_memory, persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+                          drop_last=shuffle and self.source in FILE_SOURCES)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True, self.batch_size)

@@ -1,6 +1,6 @@
 """One LightningModule per paper task, all on the BenchTask base."""
 
 from .base import BenchTask, DivergenceConfig, OptimConfig
-from .classification import ImageClassification
+from .classification import EmaConfig, ImageClassification, MixupConfig
 
-__all__ = ["BenchTask", "DivergenceConfig", "ImageClassification", "OptimConfig"]
+__all__ = ["BenchTask", "DivergenceConfig", "EmaConfig", "ImageClassification", "MixupConfig", "OptimConfig"]

@@ -21,7 +21,9 @@ from dyt_bench.norms.surgery import NormReplacementReport, describe_norm
 class OptimConfig:
     """AdamW with linear warmup then cosine (or constant) learning rate, stepped every optimizer step.
 
-    ``warmup_steps`` wins over ``warmup_fraction`` (a fraction of all training steps) when set.
+    Warmup length: ``warmup_steps``, else ``warmup_epochs``, else ``warmup_fraction`` of all training steps.
+    ``lr_base_batch``: when set, ``lr`` is the rate at that global batch and is scaled linearly to the real one
+    (batch size × gradient accumulation × devices), e.g. the paper's 4e-3 at 4096.
     ``no_decay_norms_and_biases`` keeps weight decay off norm / DyT parameters and biases (1-D tensors).
     """
 
@@ -30,7 +32,9 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     warmup_steps: int | None = None
+    warmup_epochs: float | None = None
     warmup_fraction: float = 0.05
+    lr_base_batch: int | None = None
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.0
     no_decay_norms_and_biases: bool = True
@@ -44,6 +48,10 @@ class OptimConfig:
             raise ValueError(f"optim.warmup_fraction must be in [0, 1); got {self.warmup_fraction}")
         if self.warmup_steps is not None and self.warmup_steps < 0:
             raise ValueError(f"optim.warmup_steps must be >= 0; got {self.warmup_steps}")
+        if self.warmup_epochs is not None and self.warmup_epochs < 0:
+            raise ValueError(f"optim.warmup_epochs must be >= 0; got {self.warmup_epochs}")
+        if self.lr_base_batch is not None and self.lr_base_batch < 1:
+            raise ValueError(f"optim.lr_base_batch must be >= 1; got {self.lr_base_batch}")
         check_choice("optim.schedule", self.schedule, ("cosine", "constant"))
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
@@ -127,13 +135,34 @@ class BenchTask(pl.LightningModule):
                 decay.append(p)
         return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
+    def global_batch_size(self) -> int | None:
+        """Samples per optimizer step: datamodule batch size × gradient accumulation × devices (None if unknown)."""
+        if self._trainer is None or self.trainer.datamodule is None:
+            return None
+        batch = getattr(self.trainer.datamodule, "batch_size", None)
+        if batch is None:
+            return None
+        return int(batch) * int(self.trainer.accumulate_grad_batches) * int(self.trainer.world_size)
+
     def configure_optimizers(self):
         cfg = self.optim_config
-        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+        lr = cfg.lr
+        if cfg.lr_base_batch is not None:
+            global_batch = self.global_batch_size()
+            if global_batch is None:
+                raise ValueError("optim.lr_base_batch needs a datamodule with a batch_size to scale the learning rate")
+            lr = cfg.lr * global_batch / cfg.lr_base_batch
+            rank_zero_info(f"learning rate {cfg.lr:g} at batch {cfg.lr_base_batch} → {lr:.4g} at global batch {global_batch}")
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         if not math.isfinite(total) or total <= 0:
             total = 1
-        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(cfg.warmup_fraction * total)
+        if cfg.warmup_steps is not None:
+            warmup = cfg.warmup_steps
+        elif cfg.warmup_epochs is not None and self._trainer is not None and (self.trainer.max_epochs or 0) > 0:
+            warmup = int(cfg.warmup_epochs * total / self.trainer.max_epochs)
+        else:
+            warmup = int(cfg.warmup_fraction * total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_lambda(step, total, warmup, cfg.schedule, cfg.min_lr_ratio)
         )
