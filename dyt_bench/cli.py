@@ -13,6 +13,8 @@ from dyt_bench.tasks.base import BenchTask
 
 EXTRA_COMMANDS: dict[str, str] = {
     "probe": "dyt_bench.callbacks.probe",
+    "grid": "dyt_bench.grid",
+    "leaderboard": "dyt_bench.leaderboard",
 }
 
 
