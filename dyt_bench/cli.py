@@ -13,6 +13,7 @@ from dyt_bench.tasks.base import BenchTask
 
 EXTRA_COMMANDS: dict[str, str] = {
     "probe": "dyt_bench.callbacks.probe",
+    "alpha-init": "dyt_bench.norms.alpha_init",
     "grid": "dyt_bench.grid",
     "leaderboard": "dyt_bench.leaderboard",
 }

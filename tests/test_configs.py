@@ -14,8 +14,8 @@ ALL_CONFIGS = sorted(
     p for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True)
     if os.sep + "grids" + os.sep not in p
 )
-# ImageNet configs need the data and a cluster: they are parsed, not run.
-PARSE_ONLY = [p for p in ALL_CONFIGS if os.sep + "imagenet" + os.sep in p]
+# ImageNet and billion-parameter LLaMA configs need data and a cluster: they are parsed, not run.
+PARSE_ONLY = [p for p in ALL_CONFIGS if os.sep + "imagenet" + os.sep in p or os.path.basename(p).startswith("llama_")]
 RUN_CONFIGS = [p for p in ALL_CONFIGS if p not in PARSE_ONLY]
 # Configs that read files or are large are shrunk for a CPU smoke run on synthetic data of the same shape.
 ON_SYNTHETIC = ["--data.source", "synthetic", "--data.root", "null", "--data.batch_size", "4",
@@ -24,9 +24,16 @@ SHRINK = {"synthetic_vit_s.yaml": ["--model.img_size", "32", "--data.img_size", 
                                    "--data.synthetic_samples", "8", "--model.model_kwargs", '{"depth": 1}']}
 
 
+LANGUAGE_SMALL = ["--data.max_files", "4", "--data.seq_len", "32", "--model.max_seq_len", "32",
+                  "--data.batch_size", "2", "--model.hidden_size", "32", "--model.num_layers", "1",
+                  "--model.num_heads", "2", "--trainer.precision", "32"]
+
+
 def _shrink(config: str) -> list[str]:
     if os.sep + "cifar" + os.sep in config:
         return ON_SYNTHETIC
+    if os.sep + "language" + os.sep in config:
+        return LANGUAGE_SMALL
     return SHRINK.get(os.path.basename(config), [])
 
 
@@ -40,16 +47,20 @@ def test_config_runs_one_step(config, tmp_path):
 
 
 @pytest.mark.parametrize("config", PARSE_ONLY, ids=lambda p: os.path.relpath(p, ROOT))
-def test_imagenet_config_parses(config, capsys):
+def test_cluster_config_parses(config, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", config, "--print_config"])
     assert exit_info.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     model = printed["model"]["init_args"]
+    if os.path.basename(config).startswith("llama_"):
+        assert printed["trainer"]["strategy"] == "fsdp" and printed["trainer"]["precision"] == "bf16-mixed"
+        assert model["norm"]["kind"] in ("rmsnorm", "dyt") and model["vocab_size"] == 32000
+        return
     assert model["norm"]["kind"] in ("layernorm", "batchnorm")  # the baseline; DyT is one override
     assert model["optim"]["lr"] == 0.004 and model["optim"]["lr_base_batch"] == 4096
     assert printed["data"]["init_args"]["source"] == "imagefolder"
 
 
 def test_there_are_configs():
-    assert len(RUN_CONFIGS) >= 10 and len(PARSE_ONLY) == 7
+    assert len(RUN_CONFIGS) >= 10 and len(PARSE_ONLY) == 7 + 4

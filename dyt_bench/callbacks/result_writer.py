@@ -154,6 +154,9 @@ class ResultWriter(pl.Callback):
         if self._train_time > 0:
             throughput = {"train_samples_per_s": self._train_samples / self._train_time,
                           "train_steps_per_s": trainer.global_step / self._train_time}
+            tokens = getattr(pl_module, "tokens_per_sample", 0)
+            if tokens:  # sequence tasks: tokens per second as well
+                throughput["train_tokens_per_s"] = tokens * self._train_samples / self._train_time
         norm = getattr(pl_module, "norm_spec", None)
         result = RunResult(
             task=getattr(pl_module, "task_name", type(pl_module).__name__),

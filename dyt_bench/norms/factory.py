@@ -37,7 +37,7 @@ def build_norm(
         return SquashNorm(
             num_features,
             fn=spec.squash_fn,
-            alpha_init=spec.resolved_alpha_init,
+            alpha_init=spec.alpha_init_for(num_features),
             learnable_alpha=spec.resolved_learnable_alpha,
             layout=layout,
             affine=affine,

@@ -36,6 +36,7 @@ class NormSpec:
         kind: layernorm, batchnorm, rmsnorm (statistics-based) or dyt, tanh, hardtanh, sigmoid, identity
             (point-wise ``weight * f(alpha * x) + bias``; ``dyt`` is tanh with a learnable alpha).
         alpha_init: initial alpha of the point-wise kinds. Default: 0.5 when alpha is learnable, 1.0 when fixed.
+            ``auto``: the paper's LLM width rule (``recommend_alpha_init``) applied to each layer's channel count.
             Ignored by the statistics-based kinds, so one config can switch ``kind`` alone.
         learnable_alpha: whether alpha is a trained parameter (else a fixed buffer). Default: true for ``dyt``,
             false for tanh / hardtanh / sigmoid / identity.
@@ -44,7 +45,7 @@ class NormSpec:
     """
 
     kind: NormKind = "dyt"
-    alpha_init: float | None = None
+    alpha_init: float | Literal["auto"] | None = None
     learnable_alpha: bool | None = None
     impl: NormImpl = "auto"
     eps: float | None = None
@@ -52,9 +53,9 @@ class NormSpec:
     def __post_init__(self) -> None:
         check_choice("norm.kind", self.kind, NORM_KINDS)
         check_choice("norm.impl", self.impl, IMPLS)
-        if self.alpha_init is not None:
+        if self.alpha_init is not None and self.alpha_init != "auto":
             if isinstance(self.alpha_init, bool) or not isinstance(self.alpha_init, (int, float)):
-                raise ValueError(f"norm.alpha_init must be a number; got {self.alpha_init!r}")
+                raise ValueError(f"norm.alpha_init must be a number or 'auto'; got {self.alpha_init!r}")
             if not self.alpha_init == self.alpha_init:  # NaN
                 raise ValueError("norm.alpha_init must be a finite number; got nan")
         if self.eps is not None and not (isinstance(self.eps, (int, float)) and self.eps > 0):
@@ -74,16 +75,27 @@ class NormSpec:
         return self.kind == "dyt"
 
     @property
-    def resolved_alpha_init(self) -> float:
+    def resolved_alpha_init(self) -> float | str:
+        """The initial α, or ``"auto"`` when it depends on each layer's width (see :meth:`alpha_init_for`)."""
+        if self.alpha_init == "auto":
+            return "auto"
         if self.alpha_init is not None:
             return float(self.alpha_init)
         return DEFAULT_ALPHA_INIT_LEARNABLE if self.resolved_learnable_alpha else DEFAULT_ALPHA_INIT_FIXED
+
+    def alpha_init_for(self, width: int) -> float:
+        """The initial α of a layer with ``width`` channels."""
+        if self.alpha_init == "auto":
+            from .alpha_init import recommend_alpha_init
+
+            return recommend_alpha_init(width)
+        return float(self.resolved_alpha_init)
 
     def label(self) -> str:
         """Short human-readable name, e.g. ``dyt(α0=0.5)`` or ``tanh(α=1 fixed)``."""
         if not self.is_squash:
             return self.kind
-        a = f"{self.resolved_alpha_init:g}"
+        a = "auto" if self.alpha_init == "auto" else f"{self.resolved_alpha_init:g}"
         return f"{self.kind}(α0={a})" if self.resolved_learnable_alpha else f"{self.kind}(α={a} fixed)"
 
     def to_dict(self) -> dict:

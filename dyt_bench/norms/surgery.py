@@ -82,7 +82,8 @@ def _rms_like(m: nn.Module, layout: str) -> SourceNorm:
     eps = getattr(m, "eps", None)
     if eps is None:
         eps = getattr(m, "variance_epsilon", None)
-    return SourceNorm(int(n), layout, weight is not None, False, eps, "rmsnorm")
+    # RMSNorm has no β by definition, not by the model's choice: a replacement keeps its own β (DyT: γ·tanh(αx) + β)
+    return SourceNorm(int(n), layout, weight is not None, weight is not None, eps, "rmsnorm")
 
 
 def _timm_classes(*names: str) -> tuple[type, ...]:
@@ -112,7 +113,7 @@ def describe_norm(m: nn.Module) -> SourceNorm | None:
     if isinstance(m, ChannelsFirstLayerNorm):
         return SourceNorm(m.num_features, "channels_first", m.weight is not None, m.bias is not None, m.eps, "layernorm")
     if isinstance(m, ChannelsFirstRMSNorm):
-        return SourceNorm(m.num_features, "channels_first", m.weight is not None, False, m.eps, "rmsnorm")
+        return SourceNorm(m.num_features, "channels_first", m.weight is not None, m.weight is not None, m.eps, "rmsnorm")
     if isinstance(m, BatchNorm):
         return SourceNorm(m.num_features, m.layout, m.affine, m.affine, m.eps, "batchnorm")
     # LayerNorm subclasses that normalise over dim 1 of (B, C, H, W): timm's LayerNorm2d family, torchvision's
@@ -128,7 +129,7 @@ def describe_norm(m: nn.Module) -> SourceNorm | None:
         return SourceNorm(m.num_channels, "channels_first", m.affine, m.affine, m.eps, "groupnorm")
     if isinstance(m, nn.RMSNorm):
         n = _one_dim(m.normalized_shape, "RMSNorm")
-        return SourceNorm(n, "channels_last", m.weight is not None, False, m.eps, "rmsnorm")
+        return SourceNorm(n, "channels_last", m.weight is not None, m.weight is not None, m.eps, "rmsnorm")
     if isinstance(m, _timm_classes("RmsNorm", "RmsNormFp32", "SimpleNorm", "SimpleNormFp32")):
         return _rms_like(m, "channels_last")
     if isinstance(m, _timm_classes("RmsNorm2d", "RmsNorm2dFp32", "SimpleNorm2d", "SimpleNorm2dFp32")):

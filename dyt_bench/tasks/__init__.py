@@ -2,5 +2,6 @@
 
 from .base import BenchTask, DivergenceConfig, OptimConfig
 from .classification import EmaConfig, ImageClassification, MixupConfig
+from .language import LanguageModeling
 
-__all__ = ["BenchTask", "DivergenceConfig", "EmaConfig", "ImageClassification", "MixupConfig", "OptimConfig"]
+__all__ = ["BenchTask", "DivergenceConfig", "EmaConfig", "ImageClassification", "LanguageModeling", "MixupConfig", "OptimConfig"]

@@ -1,0 +1,102 @@
+"""Causal language modelling with a LLaMA whose RMSNorms are replaced, the learnable embedding scale, and α init by
+the paper's width rule; metrics ``val/loss`` and ``val/ppl``."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric
+
+from dyt_bench.models.llama import add_embedding_scale, build_llama
+from dyt_bench.norms import NormSpec, SquashNorm, recommend_alpha_init
+
+from .base import BenchTask, DivergenceConfig, OptimConfig
+
+
+class LanguageModeling(BenchTask):
+    """A LLaMA language model trained from scratch.
+
+    Args:
+        vocab_size: must match the datamodule's tokenizer (257 for the byte tokenizer).
+        hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size, head_dim, max_seq_len: model size.
+        embedding_scale: multiply token embeddings by a learnable scalar. Default (null): on for the point-wise
+            kinds (DyT …), off for RMSNorm / LayerNorm, as in the paper.
+        embedding_scale_init: its initial value (default √hidden_size).
+        attn_alpha_init: a separate initial α for the norms in front of attention (``input_layernorm``); a number,
+            ``auto`` (the width rule), or null to use ``norm.alpha_init`` for every norm.
+        norm, optim, divergence, track_alpha: see ``BenchTask``.
+    """
+
+    task_name = "language_modeling"
+    metric_modes = {"val/loss": "min", "val/ppl": "min"}
+
+    def __init__(
+        self,
+        vocab_size: int = 257,
+        hidden_size: int = 256,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        num_kv_heads: int | None = None,
+        intermediate_size: int | None = None,
+        head_dim: int | None = None,
+        max_seq_len: int = 2048,
+        embedding_scale: bool | None = None,
+        embedding_scale_init: float | None = None,
+        attn_alpha_init: float | Literal["auto"] | None = None,
+        norm: NormSpec | None = None,
+        optim: OptimConfig | None = None,
+        divergence: DivergenceConfig | None = None,
+        track_alpha: bool = False,
+    ) -> None:
+        super().__init__(norm=norm or NormSpec("rmsnorm"), optim=optim, divergence=divergence, track_alpha=track_alpha)
+        self.save_hyperparameters()
+        self.vocab_size = vocab_size
+        self.model_name = f"llama-d{hidden_size}-l{num_layers}-h{num_heads}"
+        net = build_llama(vocab_size, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size, head_dim,
+                          max_seq_len)
+        self.net = self.place_norms(net)
+        if attn_alpha_init is not None:
+            value = recommend_alpha_init(hidden_size) if attn_alpha_init == "auto" else float(attn_alpha_init)
+            with torch.no_grad():
+                for name, module in self.net.named_modules():
+                    if name.endswith("input_layernorm") and isinstance(module, SquashNorm):
+                        module.alpha.fill_(value)
+        use_scale = self.norm_spec.is_squash if embedding_scale is None else embedding_scale
+        self.embedding_scale = add_embedding_scale(self.net, embedding_scale_init) if use_scale else None
+        self.val_loss = MeanMetric()
+        self.tokens_per_sample = 0  # set from the first batch: the result writer reports tokens/s with it
+
+    def setup(self, stage: str) -> None:
+        self.check_datamodule(vocab_size=self.vocab_size)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.net(input_ids=input_ids).logits
+
+    def _loss(self, batch: torch.Tensor) -> torch.Tensor:
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        logits = self(inputs)
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        self.tokens_per_sample = batch.shape[1] - 1
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        if self.embedding_scale is not None:
+            self.log("train/embedding_scale", self.embedding_scale.scale.detach())
+        return loss
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        loss = self._loss(batch)
+        self.val_loss.update(loss, weight=batch.shape[0])
+        self.log("val/loss", loss, prog_bar=True)
+
+    def on_validation_epoch_end(self) -> None:
+        mean = self.val_loss.compute()
+        self.log("val/ppl", torch.exp(mean) if math.isfinite(float(mean)) else mean)
+        self.val_loss.reset()
+
+    def probe_forward(self, batch):
+        return self(batch[:, :-1].to(self.device))
