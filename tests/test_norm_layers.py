@@ -1,5 +1,7 @@
 """Every norm kind's forward against float64 math; init, parameters, gradients and layouts."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +14,10 @@ SQUASH_NP = {
     "hardtanh": lambda z: np.clip(z, -1.0, 1.0),
     "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
     "identity": lambda z: z,
+    "erf": np.vectorize(math.erf),
 }
-KIND_FN = {"dyt": "tanh", "tanh": "tanh", "hardtanh": "hardtanh", "sigmoid": "sigmoid", "identity": "identity"}
+KIND_FN = {"dyt": "tanh", "tanh": "tanh", "hardtanh": "hardtanh", "sigmoid": "sigmoid", "identity": "identity",
+           "derf": "erf"}
 
 
 def _randomise_affine(layer: nn.Module, gen: torch.Generator) -> None:
@@ -31,7 +35,8 @@ def _expected_float64(kind: str, x: np.ndarray, layer: nn.Module, layout: str, e
     b = layer.bias.detach().double().numpy() if getattr(layer, "bias", None) is not None else 0.0
     if kind in SQUASH_KINDS:
         a = float(layer.alpha.item())
-        y = w * SQUASH_NP[KIND_FN[kind]](a * xl) + b
+        shift = float(layer.shift.item()) if layer.shift is not None else 0.0
+        y = w * SQUASH_NP[KIND_FN[kind]](a * xl + shift) + b
     elif kind == "layernorm":
         mu = xl.mean(-1, keepdims=True)
         var = ((xl - mu) ** 2).mean(-1, keepdims=True)
@@ -88,11 +93,12 @@ def test_squash_init_and_parameters(kind, learnable):
     assert layer.alpha.shape == (1,) and layer.alpha.item() == pytest.approx(0.3)
     params = dict(layer.named_parameters())
     buffers = dict(layer.named_buffers())
+    shift = {"shift"} if kind == "derf" else set()  # Derf's learnable shift, init 0
     if learnable:
-        assert set(params) == {"alpha", "weight", "bias"} and not buffers
+        assert set(params) == {"alpha", "weight", "bias"} | shift and not buffers
     else:
-        assert set(params) == {"weight", "bias"} and set(buffers) == {"alpha"}
-    assert sum(p.numel() for p in layer.parameters()) == 20 + int(learnable)
+        assert set(params) == {"weight", "bias"} | shift and set(buffers) == {"alpha"}
+    assert sum(p.numel() for p in layer.parameters()) == 20 + int(learnable) + len(shift)
 
 
 def test_alpha_defaults():
@@ -122,6 +128,7 @@ def test_alpha_gradient_matches_analytic(kind, layout):
         "hardtanh": ((z > -1) & (z < 1)).astype(np.float64),
         "sigmoid": (1 / (1 + np.exp(-z))) * (1 - 1 / (1 + np.exp(-z))),
         "identity": np.ones_like(z),
+        "erf": 2 / math.sqrt(math.pi) * np.exp(-z * z),
     }[KIND_FN[kind]]
     expected = float((dyn * w * deriv * xn).sum())
     assert layer.alpha.grad is not None

@@ -21,6 +21,8 @@ from torch import nn
 from dyt_bench.norms import SquashNorm, describe_norm
 from dyt_bench.ops.reference import _squash
 
+from .saturation import saturated_fraction
+
 
 def _channels_last(t: torch.Tensor, layout: str) -> torch.Tensor:
     """View a tensor with its channel dim last (a copy for channels-first; only used for analysis)."""
@@ -39,7 +41,8 @@ def normalize_without_affine(module: nn.Module, x: torch.Tensor) -> torch.Tensor
         raise TypeError(f"{type(module).__name__} is not a normalization layer dyt-bench knows")
     xf = x.float()
     if isinstance(module, SquashNorm):
-        return _squash(module.alpha.float().reshape(()) * xf, module.fn)
+        z = module.alpha.float().reshape(()) * xf
+        return _squash(z + module.shift.float().reshape(()) if module.shift is not None else z, module.fn)
     eps = info.eps if info.eps is not None else 1e-6
     dim = -1 if info.layout == "channels_last" else 1
     if info.family == "batchnorm":
@@ -113,6 +116,7 @@ class LayerProbe:
     token: torch.Tensor  # position index (token or spatial location) of each point
     input_std: float
     fit: TanhFit
+    saturation: float | None = None  # point-wise layers: fraction of inputs on the flat part (SaturationMonitor's rule)
 
 
 def probe_model(model: nn.Module, run_batch, max_points: int = 20000, seed: int = 0) -> list[LayerProbe]:
@@ -148,8 +152,9 @@ def probe_model(model: nn.Module, run_batch, max_points: int = 20000, seed: int 
                 if xs.numel() > max_points:
                     idx = torch.randperm(xs.numel(), generator=gen)[:max_points]
                     xs, ys, channel, token = xs[idx], ys[idx], channel[idx], token[idx]
+                sat = saturated_fraction(module, x) if isinstance(module, SquashNorm) else None
                 probes.append(LayerProbe(name, type(module).__name__, info.layout, info.num_features, xs, ys, channel,
-                                         token, float(x.float().std()), fit_tanh(xs, ys)))
+                                         token, float(x.float().std()), fit_tanh(xs, ys), sat))
     finally:
         for h in handles:
             h.remove()
@@ -185,10 +190,12 @@ def write_probe(probes: list[LayerProbe], out_dir: str | os.PathLike, layers: li
     summary = out / "probe_summary.csv"
     with open(summary, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["layer", "class", "layout", "num_features", "input_std", "fit_a", "fit_scale", "fit_rmse", "fit_r2"])
+        w.writerow(["layer", "class", "layout", "num_features", "input_std", "fit_a", "fit_scale", "fit_rmse", "fit_r2",
+                    "saturated_fraction"])
         for p in probes:
             w.writerow([p.name, p.cls, p.layout, p.num_features, f"{p.input_std:.6g}", f"{p.fit.a:.6g}",
-                        f"{p.fit.scale:.6g}", f"{p.fit.rmse:.6g}", f"{p.fit.r2:.6g}"])
+                        f"{p.fit.scale:.6g}", f"{p.fit.rmse:.6g}", f"{p.fit.r2:.6g}",
+                        "" if p.saturation is None else f"{p.saturation:.6g}"])
     written["summary"] = summary
     for p in choose_layers(probes, layers):
         safe = p.name.replace(".", "_")

@@ -43,6 +43,8 @@ def build_norm(
             affine=affine,
             bias=bias,
             impl=spec.impl,
+            shift_init=spec.shift_init if spec.has_shift else None,
+            learnable_shift=spec.learnable_shift,
             **factory,
         )
     if spec.kind == "layernorm":

@@ -17,10 +17,12 @@ def _channel_dim(layout: str) -> int:
 
 
 class SquashNorm(nn.Module):
-    """Point-wise norm replacement ``weight * f(alpha * x) + bias`` (DyT when f = tanh and alpha is learnable).
+    """Point-wise norm replacement ``weight * f(alpha * x [+ shift]) + bias`` (DyT when f = tanh and alpha is
+    learnable; Derf when f = erf with a shift).
 
-    ``alpha`` is one scalar per layer, a parameter when learnable and a buffer otherwise; ``weight`` (init 1) and
-    ``bias`` (init 0) are per channel. The layer never permutes memory: the op takes the channel dimension as given.
+    ``alpha`` (and ``shift``, when ``shift_init`` is given) is one scalar per layer, a parameter when learnable and a
+    buffer otherwise; ``weight`` (init 1) and ``bias`` (init 0) are per channel. The layer never permutes memory: the
+    op takes the channel dimension as given.
     """
 
     def __init__(
@@ -33,6 +35,8 @@ class SquashNorm(nn.Module):
         affine: bool = True,
         bias: bool = True,
         impl: str = "auto",
+        shift_init: float | None = None,
+        learnable_shift: bool = True,
         device=None,
         dtype=None,
     ) -> None:
@@ -49,16 +53,27 @@ class SquashNorm(nn.Module):
             self.alpha = nn.Parameter(alpha)
         else:
             self.register_buffer("alpha", alpha)
+        if shift_init is None:
+            self.shift = None
+        elif learnable_shift:
+            self.shift = nn.Parameter(torch.full((1,), float(shift_init), **factory))
+        else:
+            self.register_buffer("shift", torch.full((1,), float(shift_init), **factory))
         self.weight = nn.Parameter(torch.ones(num_features, **factory)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_features, **factory)) if affine and bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return squash_affine(x, self.alpha, self.weight, self.bias, fn=self.fn, channel_dim=self.channel_dim, impl=self.impl)
+        if self.shift is None:
+            return squash_affine(x, self.alpha, self.weight, self.bias, fn=self.fn, channel_dim=self.channel_dim,
+                                 impl=self.impl)
+        return squash_affine(x, self.alpha, self.weight, self.bias, fn=self.fn, channel_dim=self.channel_dim,
+                             impl=self.impl, shift=self.shift)
 
     def extra_repr(self) -> str:
         kind = "fixed" if not self.learnable_alpha else "learnable"
+        shift = f", shift={self.shift.item():g}" if self.shift is not None else ""
         return (
-            f"{self.num_features}, fn={self.fn}, alpha={self.alpha.item():g} ({kind}), layout={self.layout}, "
+            f"{self.num_features}, fn={self.fn}, alpha={self.alpha.item():g} ({kind}){shift}, layout={self.layout}, "
             f"affine={self.weight is not None}, impl={self.impl}"
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal, get_args
 
-NormKind = Literal["layernorm", "batchnorm", "rmsnorm", "dyt", "tanh", "hardtanh", "sigmoid", "identity"]
+NormKind = Literal["layernorm", "batchnorm", "rmsnorm", "dyt", "tanh", "hardtanh", "sigmoid", "identity", "derf"]
 NormImpl = Literal["auto", "triton", "eager"]
 Layout = Literal["channels_last", "channels_first"]
 
@@ -13,10 +13,12 @@ NORM_KINDS: tuple[str, ...] = get_args(NormKind)
 IMPLS: tuple[str, ...] = get_args(NormImpl)
 LAYOUTS: tuple[str, ...] = get_args(Layout)
 STATISTIC_KINDS = ("layernorm", "batchnorm", "rmsnorm")
-SQUASH_KINDS = ("dyt", "tanh", "hardtanh", "sigmoid", "identity")
+SQUASH_KINDS = ("dyt", "tanh", "hardtanh", "sigmoid", "identity", "derf")
+LEARNABLE_ALPHA_KINDS = ("dyt", "derf")  # α is learnable by default only for these
 
 # The squash function each point-wise kind applies; `dyt` is tanh with a learnable alpha.
-SQUASH_FN = {"dyt": "tanh", "tanh": "tanh", "hardtanh": "hardtanh", "sigmoid": "sigmoid", "identity": "identity"}
+SQUASH_FN = {"dyt": "tanh", "tanh": "tanh", "hardtanh": "hardtanh", "sigmoid": "sigmoid", "identity": "identity",
+             "derf": "erf"}
 
 DEFAULT_ALPHA_INIT_LEARNABLE = 0.5  # the paper's default for DyT outside LLMs
 DEFAULT_ALPHA_INIT_FIXED = 1.0
@@ -33,13 +35,15 @@ class NormSpec:
     """Which normalization layer to place.
 
     Args:
-        kind: layernorm, batchnorm, rmsnorm (statistics-based) or dyt, tanh, hardtanh, sigmoid, identity
-            (point-wise ``weight * f(alpha * x) + bias``; ``dyt`` is tanh with a learnable alpha).
+        kind: layernorm, batchnorm, rmsnorm (statistics-based) or dyt, tanh, hardtanh, sigmoid, identity, derf
+            (point-wise ``weight * f(alpha * x) + bias``; ``dyt`` is tanh with a learnable alpha; ``derf`` is
+            ``weight * erf(alpha * x + shift) + bias`` with a learnable scalar shift, Chen et al. 2025).
         alpha_init: initial alpha of the point-wise kinds. Default: 0.5 when alpha is learnable, 1.0 when fixed.
             ``auto``: the paper's LLM width rule (``recommend_alpha_init``) applied to each layer's channel count.
             Ignored by the statistics-based kinds, so one config can switch ``kind`` alone.
-        learnable_alpha: whether alpha is a trained parameter (else a fixed buffer). Default: true for ``dyt``,
-            false for tanh / hardtanh / sigmoid / identity.
+        learnable_alpha: whether alpha is a trained parameter (else a fixed buffer). Default: true for ``dyt`` and
+            ``derf``, false for tanh / hardtanh / sigmoid / identity.
+        shift_init, learnable_shift: Derf's scalar shift ``s`` (init 0, learnable by default); other kinds have none.
         impl: implementation of the point-wise op: auto (Triton on CUDA, eager elsewhere), triton, eager.
         eps: epsilon of the statistics-based kinds. Default: keep the replaced layer's epsilon (1e-6 for new layers).
     """
@@ -49,6 +53,8 @@ class NormSpec:
     learnable_alpha: bool | None = None
     impl: NormImpl = "auto"
     eps: float | None = None
+    shift_init: float = 0.0
+    learnable_shift: bool = True
 
     def __post_init__(self) -> None:
         check_choice("norm.kind", self.kind, NORM_KINDS)
@@ -58,6 +64,8 @@ class NormSpec:
                 raise ValueError(f"norm.alpha_init must be a number or 'auto'; got {self.alpha_init!r}")
             if not self.alpha_init == self.alpha_init:  # NaN
                 raise ValueError("norm.alpha_init must be a finite number; got nan")
+        if isinstance(self.shift_init, bool) or not isinstance(self.shift_init, (int, float)) or self.shift_init != self.shift_init:
+            raise ValueError(f"norm.shift_init must be a finite number; got {self.shift_init!r}")
         if self.eps is not None and not (isinstance(self.eps, (int, float)) and self.eps > 0):
             raise ValueError(f"norm.eps must be a positive number; got {self.eps!r}")
     @property
@@ -72,7 +80,7 @@ class NormSpec:
     def resolved_learnable_alpha(self) -> bool:
         if self.learnable_alpha is not None:
             return bool(self.learnable_alpha)
-        return self.kind == "dyt"
+        return self.kind in LEARNABLE_ALPHA_KINDS
 
     @property
     def resolved_alpha_init(self) -> float | str:
@@ -98,8 +106,14 @@ class NormSpec:
         a = "auto" if self.alpha_init == "auto" else f"{self.resolved_alpha_init:g}"
         return f"{self.kind}(α0={a})" if self.resolved_learnable_alpha else f"{self.kind}(α={a} fixed)"
 
+    @property
+    def has_shift(self) -> bool:
+        return self.kind == "derf"
+
     def to_dict(self) -> dict:
         d = asdict(self)
+        if not self.has_shift:
+            d.pop("shift_init"), d.pop("learnable_shift")
         if self.is_squash:
             d["alpha_init"] = self.resolved_alpha_init
             d["learnable_alpha"] = self.resolved_learnable_alpha
@@ -113,8 +127,9 @@ class NormSpec:
         if isinstance(value, str):
             return cls(kind=value)
         if isinstance(value, dict):
-            unknown = set(value) - {"kind", "alpha_init", "learnable_alpha", "impl", "eps"}
+            allowed = {"kind", "alpha_init", "learnable_alpha", "impl", "eps", "shift_init", "learnable_shift"}
+            unknown = set(value) - allowed
             if unknown:
-                raise ValueError(f"unknown norm field(s) {sorted(unknown)}; allowed: kind, alpha_init, learnable_alpha, impl, eps")
+                raise ValueError(f"unknown norm field(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
             return cls(**value)
         raise TypeError(f"norm must be a NormSpec, a dict or a kind name; got {type(value).__name__}")

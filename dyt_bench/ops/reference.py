@@ -1,7 +1,8 @@
 """Eager PyTorch implementation of the squash-affine op: the specification every other implementation is tested against.
 
-``y = weight * f(alpha * x) + bias`` with ``alpha`` a scalar and ``weight``/``bias`` per channel, the channel
-dimension being the last one (tokens) or the second one (feature maps).
+``y = weight * f(alpha * x + shift) + bias`` with ``alpha`` and the optional ``shift`` scalars and ``weight``/``bias``
+per channel, the channel dimension being the last one (tokens) or the second one (feature maps). ``f = erf`` with a
+shift is Derf (Chen et al., "Stronger Normalization-Free Transformers").
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-SQUASH_FUNCTIONS = ("tanh", "hardtanh", "sigmoid", "identity")
+SQUASH_FUNCTIONS = ("tanh", "hardtanh", "sigmoid", "identity")  # what every implementation supports
+EAGER_ONLY_FUNCTIONS = ("erf",)  # supported by the eager reference; other implementations fall back to it
+ALL_FUNCTIONS = SQUASH_FUNCTIONS + EAGER_ONLY_FUNCTIONS
 CHANNEL_DIMS = (-1, 1)
 
 
@@ -22,13 +25,17 @@ def _squash(z: torch.Tensor, fn: str) -> torch.Tensor:
         return torch.sigmoid(z)
     if fn == "identity":
         return z
-    raise ValueError(f"fn must be one of {SQUASH_FUNCTIONS}, got {fn!r}")
+    if fn == "erf":
+        return torch.erf(z)
+    raise ValueError(f"fn must be one of {ALL_FUNCTIONS}, got {fn!r}")
 
 
-def check_squash_args(x: torch.Tensor, alpha, weight, bias, fn: str, channel_dim: int) -> int:
+def check_squash_args(x: torch.Tensor, alpha, weight, bias, fn: str, channel_dim: int, shift=None) -> int:
     """Validate arguments shared by every implementation; return the channel dimension as a non-negative index."""
-    if fn not in SQUASH_FUNCTIONS:
-        raise ValueError(f"fn must be one of {SQUASH_FUNCTIONS}, got {fn!r}")
+    if fn not in ALL_FUNCTIONS:
+        raise ValueError(f"fn must be one of {ALL_FUNCTIONS}, got {fn!r}")
+    if isinstance(shift, torch.Tensor) and shift.numel() != 1:
+        raise ValueError(f"shift must be a scalar (one element), got shape {tuple(shift.shape)}")
     if channel_dim not in CHANNEL_DIMS and channel_dim != x.dim() - 1:
         raise ValueError(f"channel_dim must be one of {CHANNEL_DIMS} (last or second), got {channel_dim}")
     if x.dim() < 2 and channel_dim == 1:
@@ -59,16 +66,21 @@ def squash_affine_reference(
     bias: torch.Tensor | None,
     fn: str = "tanh",
     channel_dim: int = -1,
+    shift: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
-    """``weight * f(alpha * x) + bias`` computed in float32 (or float64 for float64 inputs), returned in x's dtype.
+    """``weight * f(alpha * x + shift) + bias`` computed in float32 (or float64 for float64 inputs), returned in
+    x's dtype.
 
-    ``weight``/``bias`` may be ``None`` (no affine). Differentiable in every tensor argument via autograd.
+    ``weight``/``bias``/``shift`` may be ``None``. Differentiable in every tensor argument via autograd.
     """
-    dim = check_squash_args(x, alpha, weight, bias, fn, channel_dim)
+    dim = check_squash_args(x, alpha, weight, bias, fn, channel_dim, shift)
     compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     xc = x.to(compute_dtype)
     a = alpha.to(compute_dtype).reshape(()) if isinstance(alpha, torch.Tensor) else alpha
-    y = _squash(a * xc, fn)
+    z = a * xc
+    if shift is not None:
+        z = z + (shift.to(compute_dtype).reshape(()) if isinstance(shift, torch.Tensor) else shift)
+    y = _squash(z, fn)
     if weight is not None:
         y = y * _per_channel(weight.to(compute_dtype), xc, dim)
     if bias is not None:

@@ -11,7 +11,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
-from dyt_bench.callbacks import AlphaTracker, DivergenceGuard, ResultWriter
+from dyt_bench.callbacks import AlphaTracker, DivergenceGuard, ResultWriter, SaturationMonitor
 from dyt_bench.norms import NormSpec, replace_norms
 from dyt_bench.norms.spec import check_choice
 from dyt_bench.norms.surgery import NormReplacementReport, describe_norm
@@ -79,7 +79,8 @@ def lr_lambda(step: int, total_steps: int, warmup_steps: int, schedule: str, min
 class BenchTask(pl.LightningModule):
     """Base of every task. A task builds its network, passes it through :meth:`place_norms`, and adds loss and metrics.
 
-    ``track_alpha: true`` adds the :class:`~dyt_bench.callbacks.AlphaTracker` (α vs 1/std of each DyT layer's input).
+    ``track_alpha: true`` adds the :class:`~dyt_bench.callbacks.AlphaTracker` (α vs 1/std of each DyT layer's input);
+    ``track_saturation: true`` the :class:`~dyt_bench.callbacks.SaturationMonitor` (fraction of saturated inputs).
     Subclasses set ``task_name``, ``model_name`` and ``metric_modes`` (logged metric → "max" | "min"; the
     result writer tracks the best value of each).
     """
@@ -93,9 +94,11 @@ class BenchTask(pl.LightningModule):
         optim: OptimConfig | None = None,
         divergence: DivergenceConfig | None = None,
         track_alpha: bool = False,
+        track_saturation: bool = False,
     ) -> None:
         super().__init__()
         self.track_alpha = track_alpha
+        self.track_saturation = track_saturation
         self.norm_spec = NormSpec.coerce(norm) if norm is not None else NormSpec()
         self.optim_config = optim if optim is not None else OptimConfig()
         self.divergence_config = divergence if divergence is not None else DivergenceConfig()
@@ -175,6 +178,8 @@ class BenchTask(pl.LightningModule):
             callbacks.insert(0, DivergenceGuard(max_loss_ratio=div.max_loss_ratio, min_steps=div.min_steps))
         if self.track_alpha:
             callbacks.append(AlphaTracker())
+        if self.track_saturation:
+            callbacks.append(SaturationMonitor())
         return callbacks
 
     def probe_forward(self, batch):

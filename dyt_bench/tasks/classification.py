@@ -67,7 +67,7 @@ class ImageClassification(BenchTask):
         ema: model EMA settings (null: off).
         channels_last: run the network in channels-last memory format (faster convolutions on GPU).
         compile: ``torch.compile`` the network.
-        norm, optim, divergence, track_alpha: see ``BenchTask``.
+        norm, optim, divergence, track_alpha, track_saturation: see ``BenchTask``.
     """
 
     task_name = "image_classification"
@@ -91,8 +91,10 @@ class ImageClassification(BenchTask):
         optim: OptimConfig | None = None,
         divergence: DivergenceConfig | None = None,
         track_alpha: bool = False,
+        track_saturation: bool = False,
     ) -> None:
-        super().__init__(norm=norm, optim=optim, divergence=divergence, track_alpha=track_alpha)
+        super().__init__(norm=norm, optim=optim, divergence=divergence, track_alpha=track_alpha,
+                         track_saturation=track_saturation)
         if num_classes < 2:
             raise ValueError(f"model.num_classes must be >= 2; got {num_classes}")
         if not 0 <= label_smoothing < 1:

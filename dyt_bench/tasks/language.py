@@ -27,7 +27,7 @@ class LanguageModeling(BenchTask):
         embedding_scale_init: its initial value (default √hidden_size).
         attn_alpha_init: a separate initial α for the norms in front of attention (``input_layernorm``); a number,
             ``auto`` (the width rule), or null to use ``norm.alpha_init`` for every norm.
-        norm, optim, divergence, track_alpha: see ``BenchTask``.
+        norm, optim, divergence, track_alpha, track_saturation: see ``BenchTask``.
     """
 
     task_name = "language_modeling"
@@ -50,8 +50,10 @@ class LanguageModeling(BenchTask):
         optim: OptimConfig | None = None,
         divergence: DivergenceConfig | None = None,
         track_alpha: bool = False,
+        track_saturation: bool = False,
     ) -> None:
-        super().__init__(norm=norm or NormSpec("rmsnorm"), optim=optim, divergence=divergence, track_alpha=track_alpha)
+        super().__init__(norm=norm or NormSpec("rmsnorm"), optim=optim, divergence=divergence, track_alpha=track_alpha,
+                         track_saturation=track_saturation)
         self.save_hyperparameters()
         self.vocab_size = vocab_size
         self.model_name = f"llama-d{hidden_size}-l{num_layers}-h{num_heads}"
