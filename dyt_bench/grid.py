@@ -49,7 +49,7 @@ GRID_KEYS = ("name", "description", "base", "axes", "seeds", "output", "override
              "leaderboard", "slurm")
 LEADERBOARD_KEYS = ("rows", "cols", "metric", "value", "mode", "scale", "digits", "test", "alpha")
 PAPER_KEYS = ("source", "metric", "values")
-SLURM_KEYS = ("partition", "time", "gpus", "account", "cpus_per_task", "mem_gb", "array_parallelism", "qos",
+SLURM_KEYS = ("partition", "time", "gpus", "nodes", "account", "cpus_per_task", "mem_gb", "array_parallelism", "qos",
               "constraint", "additional")
 CONFIG_ROOTS = ("model", "data", "trainer", "seed_everything", "optimizer", "lr_scheduler", "ckpt_path")
 LAUNCHERS = ("local", "slurm", "submitit-local")
@@ -184,7 +184,9 @@ class GridSpec:
     seeds: list[int]
     output: Path
     overrides: dict[str, Any] = field(default_factory=dict)
-    baseline: dict[str, str] = field(default_factory=dict)  # axis name → value label
+    # reference cells for Δ: [{"when": {axis: label}, "ref": {axis: label}}]; a cell uses the first entry whose
+    # `when` it matches, and its baseline is the cell with `ref` substituted
+    baseline: list[dict[str, dict[str, str]]] = field(default_factory=list)
     paper: dict[str, Any] = field(default_factory=dict)  # source, metric, values: [{axis: label, ..., value: x}]
     leaderboard: dict[str, Any] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
@@ -373,10 +375,7 @@ def parse_grid(data: dict[str, Any], path: Path | None = None, output: str | os.
                     output=Path(out).resolve(), overrides=dict(overrides), description=str(data.get("description", "")),
                     path=path.resolve() if path else None)
 
-    baseline = data.get("baseline") or {}
-    if not isinstance(baseline, dict):
-        raise GridError("baseline: must be a mapping of axis name → value, e.g. {model.norm.kind: layernorm}")
-    spec.baseline = {spec.axis(k).name: spec.axis(k).find(v).label for k, v in baseline.items()}
+    spec.baseline = parse_baseline(data.get("baseline"), spec.axis)
 
     paper = data.get("paper") or {}
     if paper:
@@ -413,6 +412,29 @@ def parse_grid(data: dict[str, Any], path: Path | None = None, output: str | os.
     return spec
 
 
+def parse_baseline(baseline: Any, axis_of) -> list[dict[str, dict[str, str]]]:
+    """``{axis: value}`` (one reference for every cell) or a list of them, each optionally with ``when: {axis: value}``
+    (the reference for the cells matching it, e.g. batchnorm for the ResNet, layernorm for the ViT)."""
+    if not baseline:
+        return []
+    entries = baseline if isinstance(baseline, list) else [baseline]
+    out = []
+    for i, entry in enumerate(entries):
+        where = "baseline" if isinstance(baseline, dict) else f"baseline[{i}]"
+        if not isinstance(entry, dict):
+            raise GridError(f"{where}: must be a mapping of axis name → value, e.g. {{model.norm.kind: layernorm}}, "
+                            "or a list of them with optional `when: {axis: value}`")
+        when = entry.get("when") or {}
+        if not isinstance(when, dict):
+            raise GridError(f"{where}.when: must be a mapping of axis name → value")
+        ref = {k: v for k, v in entry.items() if k != "when"}
+        if not ref:
+            raise GridError(f"{where}: names no axis value to compare against")
+        out.append({"when": {axis_of(k).name: axis_of(k).find(v).label for k, v in when.items()},
+                    "ref": {axis_of(k).name: axis_of(k).find(v).label for k, v in ref.items()}})
+    return out
+
+
 def load_grid(path: str | os.PathLike, output: str | os.PathLike | None = None) -> GridSpec:
     path = Path(path)
     return parse_grid(_load_yaml(path), path, output)
@@ -424,7 +446,7 @@ def spec_from_summary(summary: dict[str, Any], output: Path) -> GridSpec:
     axes = [Axis(name, tuple(AxisValue(v[LABEL_KEY], {k: x for k, x in v.items() if k != LABEL_KEY}) for v in values))
             for name, values in s["axes"].items()]
     return GridSpec(name=s["name"], base=Path(s["base"]), axes=axes, seeds=list(s["seeds"]), output=output,
-                    overrides=s.get("overrides") or {}, baseline=s.get("baseline") or {}, paper=s.get("paper") or {},
+                    overrides=s.get("overrides") or {}, baseline=s.get("baseline") or [], paper=s.get("paper") or {},
                     leaderboard=s.get("leaderboard") or {}, slurm=s.get("slurm") or {},
                     description=s.get("description", ""))
 
@@ -585,6 +607,13 @@ def run_cell_job(payload: dict[str, Any]) -> str:
     cell = next(c for c in spec.cells() if c.id == payload["cell_id"])
     command = cell.command(spec)
     command[0] = sys.executable
+    rank = int(os.environ.get("SLURM_PROCID", "0"))
+    if rank:  # one of several tasks of a multi-GPU cell: run this rank, leave the bookkeeping to rank 0
+        cell.dir.mkdir(parents=True, exist_ok=True)
+        with open(cell.dir / f"stdout.rank{rank}.log", "a") as out, open(cell.dir / f"stderr.rank{rank}.log", "a") as err:
+            code = subprocess.call(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return f"rank {rank} exited with code {code}"
     _shelve_previous_result(cell.dir)
     _write_cell_file(spec, cell, command)
     out, err = _open_logs(cell, command)
@@ -664,8 +693,8 @@ class ProgressView:
         self.done_here: list[float] = []
 
     def eta(self) -> float | None:
-        remaining = sum(1 for c in self.state.cells if self.state.status[c.id] in ("pending", "running"))
-        if not remaining:
+        remaining = self.to_run - len(self.done_here)  # cells of this invocation still to finish
+        if remaining <= 0:
             return 0.0
         if not self.done_here:
             return None
@@ -692,11 +721,18 @@ class ProgressView:
         on = f" on GPU {device}" if device is not None else ""
         print(f"[grid {self.state.spec.name}] {'start':<11} {cell.id}{on}", flush=True)
 
+    def _elapsed(self, cell: Cell, outcome: CellOutcome) -> float:
+        """The cell's wall time as the grid saw it (process start-up included), which is what the ETA needs."""
+        t = self.state.started.get(cell.id)
+        elapsed = time.perf_counter() - t if t is not None else outcome.wall_time_s
+        self.done_here.append(elapsed)
+        return elapsed
+
     def finished(self, cell: Cell, outcome: CellOutcome) -> None:
-        self.done_here.append(outcome.wall_time_s)
+        elapsed = self._elapsed(cell, outcome)
         value = outcome.metrics.get(self.metric)
         shown = f" best {self.metric}={value:.4g}" if value is not None else ""
-        print(f"[grid {self.state.spec.name}] {outcome.status:<11} {cell.id} ({_fmt_seconds(outcome.wall_time_s)}){shown}"
+        print(f"[grid {self.state.spec.name}] {outcome.status:<11} {cell.id} ({_fmt_seconds(elapsed)}){shown}"
               f" | {self.summary()}", flush=True)
 
     def message(self, text: str) -> None:
@@ -739,24 +775,25 @@ class RichProgressView(ProgressView):
                              str(c["running"]), "  pending ", str(c["pending"]),
                              f"   elapsed {_fmt_seconds(time.perf_counter() - self.t0)}  ETA {_fmt_seconds(self.eta())}")
         bar = ProgressBar(total=max(total, 1), completed=done, width=60)
+        running = [(cid, t) for cid, t in self.state.started.items() if self.state.status.get(cid) == "running"]
+        if not running:
+            return Group(head, bar)
         table = Table(box=None, show_header=True, header_style="dim", pad_edge=False)
         for col in ("running cell", "elapsed", "gpu"):
             table.add_column(col)
-        for cid, t in self.state.started.items():
-            if self.state.status.get(cid) == "running":
-                table.add_row(cid, _fmt_seconds(time.perf_counter() - t), self.state.device.get(cid, "-"))
+        for cid, t in running:
+            table.add_row(cid, _fmt_seconds(time.perf_counter() - t), self.state.device.get(cid, "-"))
         return Group(head, bar, table)
 
     def started(self, cell: Cell, device: str | None) -> None:
         self.refresh()
 
     def finished(self, cell: Cell, outcome: CellOutcome) -> None:
-        self.done_here.append(outcome.wall_time_s)
+        elapsed = self._elapsed(cell, outcome)
         value = outcome.metrics.get(self.metric)
         colour = {"completed": "green", "diverged": "yellow", "failed": "red"}.get(outcome.status, "magenta")
         shown = f" best {self.metric}={value:.4g}" if value is not None else ""
-        self.live.console.print(f"[{colour}]{outcome.status:<11}[/{colour}] {cell.id} "
-                                f"({_fmt_seconds(outcome.wall_time_s)}){shown}")
+        self.live.console.print(f"[{colour}]{outcome.status:<11}[/{colour}] {cell.id} ({_fmt_seconds(elapsed)}){shown}")
         self.refresh()
 
     def message(self, text: str) -> None:
@@ -902,8 +939,10 @@ def _slurm_parameters(spec: GridSpec, args: argparse.Namespace, cluster: str | N
     params: dict[str, Any] = {"timeout_min": int(t), "name": f"dyt-{spec.name}"}
     if cluster == "local":
         return params
+    # one task per GPU: Lightning, seeing SLURM, takes its ranks from the tasks (trainer.devices × num_nodes must match)
     params["gpus_per_node"] = int(s.get("gpus", 1))
-    params["tasks_per_node"] = 1
+    params["tasks_per_node"] = max(1, params["gpus_per_node"])
+    params["nodes"] = int(s.get("nodes", 1))
     params["slurm_array_parallelism"] = int(s.get("array_parallelism", args.workers or 64))
     for key, name in (("partition", "slurm_partition"), ("account", "slurm_account"), ("qos", "slurm_qos"),
                       ("constraint", "slurm_constraint"), ("cpus_per_task", "cpus_per_task"), ("mem_gb", "mem_gb")):
@@ -992,6 +1031,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true",
                    help="also re-run cells whose result is 'failed' (interrupted and missing cells always run)")
     p.add_argument("--output", help="output directory (overrides the grid file's `output`)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="add a fixed override for every cell, e.g. --set data.root=/datasets/imagenet (repeatable; "
+                        "VALUE is read as YAML)")
     p.add_argument("--progress", choices=("auto", "rich", "plain"), default="auto",
                    help="live panel (rich) or one line per event (plain); auto: rich on a terminal")
     p.add_argument("--no-check", action="store_true",
@@ -1021,6 +1063,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         spec = load_grid(args.grid_file, output=args.output)
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise GridError(f"--set must be KEY=VALUE (e.g. data.root=/datasets/imagenet); got {item!r}")
+            spec.overrides[_check_dotted("--set", key.strip())] = yaml.safe_load(value) if value else ""
         devices = _parse_devices(args.devices)
         workers = args.workers if args.workers is not None else (len(devices) if devices else 1)
         if workers < 1:
@@ -1037,8 +1084,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(spec.seeds)} seeds); {done} already finished, {len(todo)} to run; output {spec.output}",
               flush=True)
         if not todo:
-            print(f"[grid {spec.name}] nothing to run; `dyt-bench leaderboard {spec.output}` shows the results")
-            return 0
+            failed = state.counts()["failed"]
+            print(f"[grid {spec.name}] nothing to run" + (f" ({failed} failed; --retry-failed runs them again)"
+                                                          if failed else "")
+                  + f"; `dyt-bench leaderboard {spec.output}` shows the results")
+            return 1 if failed else 0
         if not args.no_check:
             preflight(spec, todo[0])
     except GridError as e:
@@ -1074,7 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
     if code == 0 and args.launcher != "local" and args.no_wait:
         return 0
     print(f"[grid {spec.name}] results: dyt-bench leaderboard {spec.output}", flush=True)
-    return code
+    return 1 if code == 0 and c["failed"] else code
 
 
 def _dry_run(spec: GridSpec, cells: list[Cell], todo: list[Cell]) -> int:

@@ -13,6 +13,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from dyt_bench.grid import (
     canonical,
     format_value,
     load_grid,
+    parse_baseline,
     spec_from_summary,
 )
 from dyt_bench.results import RESULT_FILE, RunResult, read_result
@@ -86,9 +88,13 @@ def welch_p(a: list[float], b: list[float]) -> float | None:
     """Two-sided Welch t-test p-value (unequal variances); None when either side has fewer than two runs."""
     if len(a) < 2 or len(b) < 2:
         return None
+    import warnings
+
     from scipy import stats
 
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # near-identical seeds (e.g. all at chance) trip a precision warning, not an error
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
     return None if math.isnan(p) else p
 
 
@@ -267,7 +273,7 @@ class Options:
     rows: list[str] | None = None
     cols: list[str] | None = None
     argbest: str | None = None
-    baseline: dict[str, str] | None = None
+    baseline: dict[str, str] | None = None  # from --baseline AXIS=VALUE (replaces the grid's)
 
 
 def _metric_of(result: RunResult, metric: str, value: str) -> float | None:
@@ -364,14 +370,13 @@ def build_tables(records: list[Record], opts: Options) -> list[Table]:
         if argbest and (argbest in row_axes or argbest in col_axes):
             raise LeaderboardError(f"{where}: --argbest {argbest.name} cannot also be a row or column axis")
         facet_axes = [a for a in rest if a not in row_axes and a not in col_axes]
-        baseline = dict(opts.baseline) if opts.baseline is not None else dict(spec.baseline if spec else {})
-        for name, label in list(baseline.items()):
-            axis = _axis_by_name(axes, name, f"baseline ({where})")
+        if opts.baseline is not None:
             try:
-                baseline.pop(name)
-                baseline[axis.name] = axis.find(label).label
+                baseline = parse_baseline(opts.baseline, partial(_axis_by_name, axes, where=f"--baseline ({where})"))
             except GridError as e:
-                raise LeaderboardError(f"baseline ({where}): {e}") from None
+                raise LeaderboardError(f"--baseline ({where}): {e}") from None
+        else:
+            baseline = list(spec.baseline) if spec else []
         paper = spec.paper if spec else {}
         paper_values = paper.get("values", []) if paper and paper.get("metric") in (None, opts.metric) else []
         if paper and paper.get("values") and not paper_values:
@@ -393,8 +398,10 @@ def build_tables(records: list[Record], opts: Options) -> list[Table]:
                         continue
                     cell = TableCell(assignment, _stats(records_for(assignment), opts))
                     cell.paper = _paper_value(paper_values, assignment)
-                    if baseline:
-                        base_assignment = {**assignment, **baseline}
+                    entry = next((e for e in baseline if all(assignment.get(k) == v for k, v in e["when"].items())),
+                                 None)
+                    if entry is not None:
+                        base_assignment = {**assignment, **entry["ref"]}
                         cell.is_baseline = base_assignment == assignment
                         if not cell.is_baseline:
                             base = _stats(records_for(base_assignment), opts)
@@ -414,7 +421,10 @@ def build_tables(records: list[Record], opts: Options) -> list[Table]:
                 title += " · " + ", ".join(f"{_short(axes, k)}={v}" for k, v in facet.items())
             table_notes = list(notes)
             if baseline and argbest is None:
-                table_notes.append("Δ vs baseline " + ", ".join(f"{_short(axes, k)}={v}" for k, v in baseline.items()))
+                table_notes.append("Δ vs baseline " + "; ".join(
+                    ", ".join(f"{_short(axes, k)}={v}" for k, v in e["ref"].items())
+                    + (" for " + ", ".join(f"{_short(axes, k)}={v}" for k, v in e["when"].items()) if e["when"] else "")
+                    for e in baseline))
             if paper_values and paper.get("source"):
                 table_notes.append(f"paper: {paper['source']}")
             tables.append(Table(title, grid_name, task, facet, row_axes, col_axes, row_keys, col_keys, cells,

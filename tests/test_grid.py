@@ -145,10 +145,13 @@ def test_slurm_settings_come_from_the_grid_file_and_flags(tmp_path):
     assert params["slurm_partition"] == "debug" and params["timeout_min"] == 45 and params["gpus_per_node"] == 1
 
 
-@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "configs", "grids"))
-                                        if f.endswith(".yaml")))
+GRIDS = os.path.join(ROOT, "configs", "grids")
+
+
+@pytest.mark.parametrize("name", sorted(os.path.relpath(os.path.join(d, f), GRIDS) for d, _, files in os.walk(GRIDS)
+                                        for f in files if f.endswith(".yaml")))
 def test_shipped_grid_files_are_valid(name, tmp_path):
-    path = os.path.join(ROOT, "configs", "grids", name)
+    path = os.path.join(GRIDS, name)
     with open(path, encoding="utf-8") as f:
         raw = yaml.safe_load(f)
     if not os.path.exists(os.path.join(os.path.dirname(path), raw["base"])):
