@@ -724,6 +724,7 @@ def render_png(tables: list[Table], opts: Options, path: Path) -> None:
                                                      3.8 * len(tables)), squeeze=False)
     for ax, table in zip(axs[:, 0], tables, strict=True):
         n_cols = max(1, len(table.cols))
+        outlined = []
         width = 0.8 / n_cols
         x = np.arange(len(table.rows))
         for j, ck in enumerate(table.cols):
@@ -738,8 +739,7 @@ def render_png(tables: list[Table], opts: Options, path: Path) -> None:
                     ax.text(p, ax.get_ylim()[0], "Diverge" if c.stats.diverged else "failed", rotation=90,
                             ha="center", va="bottom", fontsize=8)
                 elif c.best_in_row:
-                    bar.set_edgecolor("black")
-                    bar.set_linewidth(1.5)
+                    outlined.append(bar)
                 if isinstance(c.paper, (int, float)) and not isinstance(c.paper, bool):
                     ax.plot(p, c.paper, marker="D", mfc="none", mec="black", ms=5)
         ax.set_xticks(x)
@@ -751,7 +751,10 @@ def render_png(tables: list[Table], opts: Options, path: Path) -> None:
             lo = min(finite) - 0.15 * (max(finite) - min(finite) + 1e-9) - 3 * max(
                 (c.stats.std * opts.scale for c in table.cells.values() if c.stats.n >= 2), default=0)
             ax.set_ylim(bottom=max(0.0, lo))
-        ax.legend(fontsize=8, ncols=min(4, n_cols))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        for bar in outlined:  # after the legend, so its swatches stay plain
+            bar.set_edgecolor("black")
+            bar.set_linewidth(1.5)
     fig.suptitle("bars: mean ± std over seeds; ◇ the paper's value; outlined: best in row", fontsize=8)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
