@@ -1074,23 +1074,25 @@ def main(argv: list[str] | None = None) -> int:
             raise GridError(f"--workers must be >= 1; got {workers}")
         cells = spec.cells()
         todo = cells_to_run(cells, args.retry_failed)
+        if args.threads is not None and args.threads < 1:
+            raise GridError(f"--threads must be >= 1; got {args.threads}")
         if args.dry_run:
             return _dry_run(spec, cells, todo)
+        done = len(cells) - len(todo)
+        print(f"[grid {spec.name}] {len(cells)} cells ({' × '.join(str(len(a.values)) for a in spec.axes)} × "
+              f"{len(spec.seeds)} seeds); {done} already done, {len(todo)} to run; output {spec.output}",
+              flush=True)
+        if todo and not args.no_check:  # before anything is written: a config error costs seconds, not a grid
+            preflight(spec, todo[0])
         spec.output.mkdir(parents=True, exist_ok=True)
         state = GridState(spec, cells, args.launcher)
         state.write()
-        done = len(cells) - len(todo)
-        print(f"[grid {spec.name}] {len(cells)} cells ({' × '.join(str(len(a.values)) for a in spec.axes)} × "
-              f"{len(spec.seeds)} seeds); {done} already finished, {len(todo)} to run; output {spec.output}",
-              flush=True)
         if not todo:
             failed = state.counts()["failed"]
             print(f"[grid {spec.name}] nothing to run" + (f" ({failed} failed; --retry-failed runs them again)"
                                                           if failed else "")
                   + f"; `dyt-bench leaderboard {spec.output}` shows the results")
             return 1 if failed else 0
-        if not args.no_check:
-            preflight(spec, todo[0])
     except GridError as e:
         print(f"dyt-bench grid: error: {e}", file=sys.stderr)
         return 2

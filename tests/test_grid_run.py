@@ -108,7 +108,7 @@ def test_a_2x2x2_grid_runs_and_its_nan_cells_show_as_diverge(make_grid, capsys):
     # a re-run finds everything finished and runs nothing
     capsys.readouterr()
     assert grid_main([str(path), "--progress", "plain"]) == 0
-    assert "8 already finished, 0 to run" in capsys.readouterr().out
+    assert "8 already done, 0 to run" in capsys.readouterr().out
     assert _results(out) == results
 
     assert leaderboard_main([str(out), "--format", "json"]) == 0
@@ -252,3 +252,11 @@ def test_submitit_local_executor_runs_a_two_cell_grid(make_grid, capsys):
     assert summary["launcher"] == "submitit-local" and len(summary["jobs"]) == 2
     assert summary["counts"]["completed"] == 2
     assert (out / ".submitit").is_dir()
+
+
+def test_a_misspelt_key_fails_once_before_any_cell_runs(make_grid, capsys):
+    path, out = make_grid("typo", {"model.norm.knd": ["layernorm", "dyt"]}, seeds=(0, 1))
+    assert grid_main([str(path), "--progress", "plain"]) == 2
+    err = capsys.readouterr().err
+    assert "does not parse" in err and "knd" in err
+    assert not out.exists()  # nothing written, no cell started
