@@ -494,7 +494,7 @@ def _num(x: float, opts: Options, signed: bool = False) -> str:
 
 
 def _p(p: float) -> str:
-    return "p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}"
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.1 else f"p={p:.2f}"  # 3 decimals near 0.05
 
 
 def cell_lines(cell: TableCell, opts: Options, axis_short: str | None = None) -> list[str]:
