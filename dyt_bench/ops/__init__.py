@@ -7,17 +7,25 @@ import torch
 from dyt_bench.ops.reference import ALL_FUNCTIONS, CHANNEL_DIMS, SQUASH_FUNCTIONS, squash_affine_reference
 
 IMPLS = ("auto", "triton", "eager")
+FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-__all__ = ["ALL_FUNCTIONS", "CHANNEL_DIMS", "IMPLS", "SQUASH_FUNCTIONS", "squash_affine", "squash_affine_reference", "triton_available"]
+__all__ = ["ALL_FUNCTIONS", "CHANNEL_DIMS", "FUSED_DTYPES", "IMPLS", "SQUASH_FUNCTIONS", "squash_affine", "squash_affine_reference", "triton_available"]
+
+
+_TRITON_AVAILABLE: bool | None = None
 
 
 def triton_available() -> bool:
-    """True when the fused Triton implementation can be imported."""
-    try:
-        from dyt_bench.ops import triton_squash  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """True when the fused Triton implementation can be imported (checked once)."""
+    global _TRITON_AVAILABLE
+    if _TRITON_AVAILABLE is None:
+        try:
+            from dyt_bench.ops import triton_squash  # noqa: F401
+        except ImportError:
+            _TRITON_AVAILABLE = False
+        else:
+            _TRITON_AVAILABLE = True
+    return _TRITON_AVAILABLE
 
 
 def squash_affine(
@@ -32,20 +40,20 @@ def squash_affine(
 ) -> torch.Tensor:
     """``weight * f(alpha * x + shift) + bias`` with the channel dimension last (-1) or second (1).
 
-    ``impl``: ``"auto"`` (Triton on CUDA tensors when available, eager otherwise), ``"triton"`` or ``"eager"``.
-    ``fn="erf"`` with a ``shift`` (Derf) runs eagerly: the fused kernels cover tanh, hardtanh, sigmoid, identity.
+    ``impl``: ``"auto"`` (the fused Triton kernels on CUDA tensors of float32 / bfloat16 / float16 when Triton is
+    installed, the eager reference otherwise), ``"triton"`` or ``"eager"``. Every ``fn`` of ``ALL_FUNCTIONS``, with or
+    without ``shift``, has a fused kernel.
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    fused_ok = fn in SQUASH_FUNCTIONS and shift is None
     if impl == "auto":
-        impl = "triton" if x.is_cuda and fused_ok and triton_available() else "eager"
-    if impl == "triton" and not fused_ok:
-        raise ValueError(f"impl='triton' supports fn in {SQUASH_FUNCTIONS} without shift; use impl='auto' or 'eager'")
+        fused_ok = x.is_cuda and x.dtype in FUSED_DTYPES and fn in ALL_FUNCTIONS
+        impl = "triton" if fused_ok and triton_available() else "eager"
     if impl == "eager":
         return squash_affine_reference(x, alpha, weight, bias, fn=fn, channel_dim=channel_dim, shift=shift)
     if not triton_available():
-        raise RuntimeError("impl='triton' was requested but the Triton squash-affine kernels are not available")
+        raise RuntimeError("impl='triton' was requested but Triton is not installed (pip install triton); "
+                           "use impl='auto' or 'eager'")
     from dyt_bench.ops.triton_squash import squash_affine_triton
 
-    return squash_affine_triton(x, alpha, weight, bias, fn=fn, channel_dim=channel_dim)
+    return squash_affine_triton(x, alpha, weight, bias, fn=fn, channel_dim=channel_dim, shift=shift)

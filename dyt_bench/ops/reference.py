@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 SQUASH_FUNCTIONS = ("tanh", "hardtanh", "sigmoid", "identity")  # what every implementation supports
-EAGER_ONLY_FUNCTIONS = ("erf",)  # supported by the eager reference; other implementations fall back to it
-ALL_FUNCTIONS = SQUASH_FUNCTIONS + EAGER_ONLY_FUNCTIONS
+EXTRA_FUNCTIONS = ("erf",)  # Derf's squash (with a shift); not one of the paper's Table 8 ablations
+ALL_FUNCTIONS = SQUASH_FUNCTIONS + EXTRA_FUNCTIONS
 CHANNEL_DIMS = (-1, 1)
 
 

@@ -1,0 +1,481 @@
+"""Fused Triton kernels for ``y = weight * f(alpha * x + shift) + bias`` (forward and backward), both layouts.
+
+The tensor is seen as a row-major matrix (rows × cols) without any copy:
+
+* channels last (``B, N, C``; also a ``B, C, H, W`` tensor in ``torch.channels_last`` memory format): rows are the
+  tokens / pixels, cols are the channels, so a parameter is indexed by the column;
+* channels first (``B, C, H, W`` / ``B, C, L`` contiguous): rows are the (sample, channel) pairs, cols the spatial
+  positions, so a parameter is indexed by ``row % C``.
+
+Forward reads x and writes y. Backward reads x and dy once and writes dx, and accumulates the parameter gradients
+(dγ, dβ, dα and the shift's) in float32 registers per program; each program writes one partial row, and a
+``torch.sum`` over the partials finishes the reduction. Both stages have a fixed order, so gradients are bitwise
+reproducible run to run. Block shapes come from a heuristic of the shape (no autotuning, so small tensors pay
+nothing per call and the partial buffers stay at most a few programs per SM).
+
+The op is registered as the ``torch.library`` custom ops ``dyt_bench::squash_affine`` (with autograd) and
+``dyt_bench::squash_affine_backward``, each with a fake implementation, so ``torch.compile`` traces through it
+without a graph break. Under ``torch.autocast`` it takes the input dtype as it comes (parameters may stay float32)
+and returns the input dtype. With ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (used by the tests).
+
+Inputs that are neither contiguous in either layout nor channels-last-dense are copied once with ``.contiguous()``
+(documented in docs/benchmarks.md with its measured cost).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from dyt_bench.ops.reference import ALL_FUNCTIONS, check_squash_args
+
+FUSED_FUNCTIONS = ALL_FUNCTIONS  # tanh, hardtanh, sigmoid, identity, erf
+_FN_CODE = {name: i for i, name in enumerate(FUSED_FUNCTIONS)}
+
+# Tuning knobs of the block-shape heuristic (elements per tile, warps); benchmarks/ops.py can sweep them.
+TUNING = {
+    "fwd_tile": 8192,
+    "fwd_warps": 8,
+    "bwd_tile": 4096,
+    "bwd_warps": 8,
+    "max_cols_block": 1024,
+    "programs_per_sm": 4,
+    "min_iters_per_program": 4,
+}
+
+_INT32_LIMIT = 2**31 - 1
+
+
+def interpreting() -> bool:
+    """True when Triton runs its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _patch_interpreter_scalar_index() -> None:
+    """Let Triton's CPU interpreter take run-time loop bounds with NumPy >= 2.4.
+
+    The interpreter holds scalars as one-element arrays and converts them with ``int(array)``, which NumPy 2.4
+    turned into an error for arrays that are not 0-d; this re-defines only that conversion, only in the interpreter.
+    """
+    from triton.runtime import interpreter
+
+    original = interpreter._patch_lang_tensor
+    if getattr(original, "_dyt_bench_patched", False):
+        return
+
+    def patched(tensor, scope):
+        original(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.reshape(-1)[0]))
+
+    patched._dyt_bench_patched = True
+    interpreter._patch_lang_tensor = patched
+
+
+if interpreting():
+    _patch_interpreter_scalar_index()
+
+
+@triton.jit
+def _squash(z, FN: tl.constexpr):
+    # tanh through exp (exact to ~1e-7 absolute, overflow-safe: exp → inf gives 1, exp → 0 gives -1)
+    if FN == 0:
+        s = 1.0 - 2.0 / (tl.exp(2.0 * z) + 1.0)
+    elif FN == 1:
+        s = tl.minimum(tl.maximum(z, -1.0), 1.0)
+    elif FN == 2:
+        s = tl.sigmoid(z)
+    elif FN == 3:
+        s = z
+    else:
+        s = tl.erf(z)
+    return s
+
+
+@triton.jit
+def _squash_grad(z, s, FN: tl.constexpr):
+    # d f / d z from z and s = f(z); hardtanh's slope is 0 at the kinks, as torch's hardtanh_backward
+    if FN == 0:
+        d = 1.0 - s * s
+    elif FN == 1:
+        d = tl.where((z > -1.0) & (z < 1.0), 1.0, 0.0)
+    elif FN == 2:
+        d = s * (1.0 - s)
+    elif FN == 3:
+        d = tl.full(z.shape, 1.0, tl.float32)
+    else:
+        d = 1.1283791670955126 * tl.exp(-z * z)  # 2 / sqrt(pi)
+    return d
+
+
+@triton.jit
+def _fwd_kernel(X, Y, A, S, W, B, R, L, C,
+                BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, CHANNELS_LAST: tl.constexpr, FN: tl.constexpr,
+                HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_S: tl.constexpr, INT64: tl.constexpr,
+                EVEN: tl.constexpr):
+    pid_r = tl.program_id(0)
+    pid_l = tl.program_id(1)
+    if INT64:
+        pid_r = pid_r.to(tl.int64)
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+    offs = rows[:, None] * L + cols[None, :]
+    rmask = rows < R
+    cmask = cols < L
+    mask = rmask[:, None] & cmask[None, :]
+    if EVEN:
+        x = tl.load(X + offs).to(tl.float32)
+    else:
+        x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    z = tl.load(A).to(tl.float32) * x
+    if HAS_S:
+        z += tl.load(S).to(tl.float32)
+    y = _squash(z, FN)
+    if HAS_W:
+        if CHANNELS_LAST:
+            y = y * tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        else:
+            y = y * tl.load(W + rows % C, mask=rmask, other=0.0).to(tl.float32)[:, None]
+    if HAS_B:
+        if CHANNELS_LAST:
+            y = y + tl.load(B + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+        else:
+            y = y + tl.load(B + rows % C, mask=rmask, other=0.0).to(tl.float32)[:, None]
+    if EVEN:
+        tl.store(Y + offs, y.to(Y.dtype.element_ty))
+    else:
+        tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bwd_tile(DY, X, DX, offs, mask, a, shift, w, FN: tl.constexpr, HAS_S: tl.constexpr, NEED_DX: tl.constexpr):
+    # one tile of the backward pass: returns (dy * f(z), dy, dL/dz * x, dL/dz) for the parameter accumulators;
+    # masked-out elements load dy = 0, so they add nothing
+    x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
+    z = a * x
+    if HAS_S:
+        z += shift
+    s = _squash(z, FN)
+    dz = dy * w * _squash_grad(z, s, FN)
+    if NEED_DX:
+        tl.store(DX + offs, (dz * a).to(DX.dtype.element_ty), mask=mask)
+    return dy * s, dy, dz * x, dz
+
+
+@triton.jit
+def _bwd_channels_last_kernel(DY, X, A, S, W, DX, PART, R, L, ROW_PROGRAMS, ITERS,
+                              BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, FN: tl.constexpr, HAS_W: tl.constexpr,
+                              HAS_S: tl.constexpr, NEED_DX: tl.constexpr, NEED_DW: tl.constexpr,
+                              NEED_DB: tl.constexpr, NEED_DA: tl.constexpr, NEED_DS: tl.constexpr,
+                              INT64: tl.constexpr):
+    # program (p, j): columns block j, rows blocks p, p + ROW_PROGRAMS, ... (ITERS of them, the last ones may lie past
+    # the end and are masked out); partials PART[p, k, col] with k = dγ, dβ, dα, dshift
+    pid_r = tl.program_id(0)
+    pid_l = tl.program_id(1)
+    cols = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
+    cmask = cols < L
+    a = tl.load(A).to(tl.float32)
+    shift = 0.0
+    if HAS_S:
+        shift = tl.load(S).to(tl.float32)
+    if HAS_W:
+        w = tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    else:
+        w = tl.full((1, BLOCK_L), 1.0, tl.float32)
+    acc_dw = tl.zeros((BLOCK_R, BLOCK_L), tl.float32)
+    acc_db = tl.zeros((BLOCK_R, BLOCK_L), tl.float32)
+    acc_da = tl.zeros((BLOCK_R, BLOCK_L), tl.float32)
+    acc_ds = tl.zeros((BLOCK_R, BLOCK_L), tl.float32)
+    for it in range(0, ITERS):
+        block = pid_r + it * ROW_PROGRAMS
+        if INT64:
+            block = block.to(tl.int64)
+        rows = block * BLOCK_R + tl.arange(0, BLOCK_R)
+        offs = rows[:, None] * L + cols[None, :]
+        mask = (rows < R)[:, None] & cmask[None, :]
+        gw, gb, ga, gs = _bwd_tile(DY, X, DX, offs, mask, a, shift, w, FN, HAS_S, NEED_DX)
+        if NEED_DW:
+            acc_dw += gw
+        if NEED_DB:
+            acc_db += gb
+        if NEED_DA:
+            acc_da += ga
+        if NEED_DS:
+            acc_ds += gs
+    base = PART + pid_r.to(tl.int64) * 4 * L + cols
+    if NEED_DW:
+        tl.store(base, tl.sum(acc_dw, axis=0), mask=cmask)
+    if NEED_DB:
+        tl.store(base + L, tl.sum(acc_db, axis=0), mask=cmask)
+    if NEED_DA:
+        tl.store(base + 2 * L, tl.sum(acc_da, axis=0), mask=cmask)
+    if NEED_DS:
+        tl.store(base + 3 * L, tl.sum(acc_ds, axis=0), mask=cmask)
+
+
+@triton.jit
+def _bwd_channels_first_kernel(DY, X, A, S, W, DX, PART, R, L, C, COL_PROGRAMS, ITERS,
+                               BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, FN: tl.constexpr, HAS_W: tl.constexpr,
+                               HAS_S: tl.constexpr, NEED_DX: tl.constexpr, NEED_DW: tl.constexpr,
+                               NEED_DB: tl.constexpr, NEED_DA: tl.constexpr, NEED_DS: tl.constexpr,
+                               INT64: tl.constexpr):
+    # program (i, g): rows block i, column blocks g, g + COL_PROGRAMS, ... (ITERS of them); partials PART[g, k, row]
+    pid_r = tl.program_id(0)
+    pid_g = tl.program_id(1)
+    if INT64:
+        pid_r = pid_r.to(tl.int64)
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    rmask = rows < R
+    a = tl.load(A).to(tl.float32)
+    shift = 0.0
+    if HAS_S:
+        shift = tl.load(S).to(tl.float32)
+    if HAS_W:
+        w = tl.load(W + rows % C, mask=rmask, other=0.0).to(tl.float32)[:, None]
+    else:
+        w = tl.full((BLOCK_R, 1), 1.0, tl.float32)
+    acc_dw = tl.zeros((BLOCK_R, BLOCK_L), tl.float32)
+    acc_db = tl.zeros((BLOCK_R, BLOCK_L), tl.float32)
+    acc_da = tl.zeros((BLOCK_R, BLOCK_L), tl.float32)
+    acc_ds = tl.zeros((BLOCK_R, BLOCK_L), tl.float32)
+    for it in range(0, ITERS):
+        cols = (pid_g + it * COL_PROGRAMS) * BLOCK_L + tl.arange(0, BLOCK_L)
+        offs = rows[:, None] * L + cols[None, :]
+        mask = rmask[:, None] & (cols < L)[None, :]
+        gw, gb, ga, gs = _bwd_tile(DY, X, DX, offs, mask, a, shift, w, FN, HAS_S, NEED_DX)
+        if NEED_DW:
+            acc_dw += gw
+        if NEED_DB:
+            acc_db += gb
+        if NEED_DA:
+            acc_da += ga
+        if NEED_DS:
+            acc_ds += gs
+    base = PART + pid_g.to(tl.int64) * 4 * R + rows
+    if NEED_DW:
+        tl.store(base, tl.sum(acc_dw, axis=1), mask=rmask)
+    if NEED_DB:
+        tl.store(base + R, tl.sum(acc_db, axis=1), mask=rmask)
+    if NEED_DA:
+        tl.store(base + 2 * R, tl.sum(acc_da, axis=1), mask=rmask)
+    if NEED_DS:
+        tl.store(base + 3 * R, tl.sum(acc_ds, axis=1), mask=rmask)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shapes and launch configuration
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _cols_block(cols: int) -> int:
+    """Largest power of two ≤ the cap that divides ``cols`` when that is at least 64 (no masks), else a masked block."""
+    cap = TUNING["max_cols_block"]
+    block = 1
+    while block < cap and cols % (block * 2) == 0:
+        block *= 2
+    if block >= 64:
+        return block
+    return min(cap, _next_pow2(cols))
+
+
+def _blocks(rows: int, cols: int, tile: int) -> tuple[int, int]:
+    block_l = _cols_block(cols)
+    block_r = max(1, min(tile // block_l, _next_pow2(rows)))
+    return block_r, block_l
+
+
+_SM_COUNT: dict[int, int] = {}
+
+
+def _sm_count(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 4  # the interpreter: a handful of programs keeps the partial sums exercised
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SM_COUNT:
+        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
+    return _SM_COUNT[index]
+
+
+def _matrix_view(x: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, bool, int, int, int]:
+    """(tensor to pass, channels_last, rows, cols, channels) with no copy when the memory allows one of the views."""
+    dim = channel_dim % x.dim()
+    channels = x.shape[dim]
+    if dim == x.dim() - 1:
+        xc = x if x.is_contiguous() else x.contiguous()
+        return xc, True, x.numel() // max(channels, 1), channels, channels
+    moved = x.movedim(dim, -1)
+    if moved.is_contiguous():  # channel dim physically last (e.g. torch.channels_last feature maps)
+        return x, True, x.numel() // max(channels, 1), channels, channels
+    xc = x if x.is_contiguous() else x.contiguous()
+    inner = 1
+    for n in x.shape[dim + 1:]:
+        inner *= n
+    return xc, False, x.numel() // max(inner, 1), inner, channels
+
+
+def _same_memory_order(t: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Tensor:
+    """``t`` (same shape as ``like``) with the same element order in memory as the dense tensor ``like``."""
+    if t.stride() == like.stride():
+        return t
+    if like.is_contiguous():
+        return t.contiguous()
+    # ``like`` is dense with its channel dim physically last: copy t into that order
+    return t.movedim(dim, -1).contiguous().movedim(-1, dim)
+
+
+def _as_scalar_tensor(v, device) -> torch.Tensor:
+    if isinstance(v, torch.Tensor):
+        return v.reshape(())
+    return torch.full((), float(v), device=device, dtype=torch.float32)
+
+
+def _launch_forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, channel_dim: int) -> torch.Tensor:
+    xv, channels_last, rows, cols, channels = _matrix_view(x, channel_dim)
+    y = torch.empty_like(xv)
+    if x.numel() == 0:
+        return y
+    block_r, block_l = _blocks(rows, cols, TUNING["fwd_tile"])
+    grid = (triton.cdiv(rows, block_r), triton.cdiv(cols, block_l))
+    if grid[1] > 65535:
+        raise ValueError(f"squash_affine (Triton): {cols} elements per row is beyond the grid limit; use impl='eager'")
+    _fwd_kernel[grid](
+        xv, y, alpha, shift if shift is not None else alpha, weight if weight is not None else xv,
+        bias if bias is not None else xv, rows, cols, channels,
+        BLOCK_R=block_r, BLOCK_L=block_l, CHANNELS_LAST=channels_last, FN=_FN_CODE[fn],
+        HAS_W=weight is not None, HAS_B=bias is not None, HAS_S=shift is not None,
+        INT64=x.numel() > _INT32_LIMIT, EVEN=(rows % block_r == 0 and cols % block_l == 0),
+        num_warps=TUNING["fwd_warps"],
+    )
+    return y
+
+
+def _launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds):
+    """Returns dx (or an empty tensor) and a float32 (4, C) tensor of [dγ, dβ, dα (per channel), dshift (per channel)]."""
+    xv, channels_last, rows, cols, channels = _matrix_view(x, channel_dim)
+    dy = _same_memory_order(dy, xv, channel_dim % x.dim())
+    dx = torch.empty_like(xv) if need_dx else xv.new_empty(0)
+    if x.numel() == 0:
+        return dx, torch.zeros(4, channels, device=x.device, dtype=torch.float32)
+    tile = TUNING["bwd_tile"]
+    block_r, block_l = _blocks(rows, cols, tile)
+    target = _sm_count(x.device) * TUNING["programs_per_sm"]
+    min_iters = TUNING["min_iters_per_program"]
+    flags = dict(BLOCK_R=block_r, BLOCK_L=block_l, FN=_FN_CODE[fn], HAS_W=weight is not None, HAS_S=shift is not None,
+                 NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db, NEED_DA=need_da, NEED_DS=need_ds,
+                 INT64=x.numel() > _INT32_LIMIT, num_warps=TUNING["bwd_warps"])
+    w_arg = weight if weight is not None else xv
+    s_arg = shift if shift is not None else alpha
+    dx_arg = dx if need_dx else xv
+    if channels_last:
+        col_blocks = triton.cdiv(cols, block_l)
+        row_blocks = triton.cdiv(rows, block_r)
+        programs = max(1, min(row_blocks, triton.cdiv(target, col_blocks), triton.cdiv(row_blocks, min_iters)))
+        part = torch.empty(programs, 4, cols, device=x.device, dtype=torch.float32)
+        _bwd_channels_last_kernel[(programs, col_blocks)](
+            dy, xv, alpha, s_arg, w_arg, dx_arg, part, rows, cols, programs, triton.cdiv(row_blocks, programs), **flags)
+        sums = part.sum(0)
+    else:
+        row_blocks = triton.cdiv(rows, block_r)
+        col_blocks = triton.cdiv(cols, block_l)
+        programs = max(1, min(col_blocks, triton.cdiv(target, row_blocks), triton.cdiv(col_blocks, min_iters), 65535))
+        part = torch.empty(programs, 4, rows, device=x.device, dtype=torch.float32)
+        _bwd_channels_first_kernel[(row_blocks, programs)](
+            dy, xv, alpha, s_arg, w_arg, dx_arg, part, rows, cols, channels, programs, triton.cdiv(col_blocks, programs),
+            **flags)
+        sums = part.sum(0).view(4, rows // channels, channels).sum(1)
+    return dx, sums
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# torch.library registration
+
+
+@torch.library.custom_op("dyt_bench::squash_affine", mutates_args=())
+def _squash_affine_op(x: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                      shift: torch.Tensor | None, fn: str, channel_dim: int) -> torch.Tensor:
+    return _launch_forward(x, alpha, weight, bias, shift, fn, channel_dim)
+
+
+@_squash_affine_op.register_fake
+def _(x, alpha, weight, bias, shift, fn, channel_dim):
+    xv, *_ = _matrix_view_meta(x, channel_dim)
+    return torch.empty_like(xv)
+
+
+def _matrix_view_meta(x: torch.Tensor, channel_dim: int):
+    dim = channel_dim % x.dim()
+    if dim == x.dim() - 1 or x.movedim(dim, -1).is_contiguous() or x.is_contiguous():
+        return (x,)
+    return (x.contiguous(),)
+
+
+@torch.library.custom_op("dyt_bench::squash_affine_backward", mutates_args=())
+def _squash_affine_backward_op(dy: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor | None,
+                               shift: torch.Tensor | None, fn: str, channel_dim: int, need_dx: bool, need_dw: bool,
+                               need_db: bool, need_da: bool, need_ds: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return _launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds)
+
+
+@_squash_affine_backward_op.register_fake
+def _(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds):
+    (xv,) = _matrix_view_meta(x, channel_dim)
+    dx = torch.empty_like(xv) if need_dx else x.new_empty(0)
+    return dx, x.new_empty(4, x.shape[channel_dim], dtype=torch.float32)
+
+
+def _setup_context(ctx, inputs, output):
+    x, alpha, weight, bias, shift, fn, channel_dim = inputs
+    ctx.save_for_backward(x, alpha, weight, shift)
+    ctx.fn, ctx.channel_dim = fn, channel_dim
+    ctx.has_bias = bias is not None
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+
+
+def _backward(ctx, dy):
+    x, alpha, weight, shift = ctx.saved_tensors
+    need = ctx.needs_input_grad  # x, alpha, weight, bias, shift, fn, channel_dim
+    dx, sums = _squash_affine_backward_op(
+        dy, x, alpha, weight, shift, ctx.fn, ctx.channel_dim,
+        bool(need[0]), bool(need[2]), bool(need[3] and ctx.has_bias), bool(need[1]), bool(need[4]))
+    g_x = dx if need[0] else None
+    g_alpha = sums[2].sum().reshape(alpha.shape).to(alpha.dtype) if need[1] else None
+    g_w = sums[0].to(weight.dtype) if need[2] and weight is not None else None
+    g_b = sums[1].to(ctx.bias_dtype) if need[3] and ctx.has_bias else None
+    g_s = sums[3].sum().reshape(shift.shape).to(shift.dtype) if need[4] and shift is not None else None
+    return g_x, g_alpha, g_w, g_b, g_s, None, None
+
+
+_squash_affine_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def squash_affine_triton(
+    x: torch.Tensor,
+    alpha: torch.Tensor | float,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    fn: str = "tanh",
+    channel_dim: int = -1,
+    shift: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """The fused op: same contract as :func:`dyt_bench.ops.squash_affine_reference` (output in x's dtype).
+
+    Needs CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
+    """
+    check_squash_args(x, alpha, weight, bias, fn, channel_dim, shift)
+    if fn not in _FN_CODE:
+        raise ValueError(f"fn must be one of {FUSED_FUNCTIONS}, got {fn!r}")
+    if not x.is_cuda and not interpreting():
+        raise RuntimeError("the Triton squash-affine kernels need CUDA tensors (or TRITON_INTERPRET=1 on CPU); "
+                           "use impl='eager' or impl='auto'")
+    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise TypeError(f"the Triton squash-affine kernels take float32, bfloat16 or float16 input, got {x.dtype}")
+    alpha_t = _as_scalar_tensor(alpha, x.device)
+    shift_t = _as_scalar_tensor(shift, x.device) if shift is not None else None
+    channel_dim = channel_dim % x.dim()
+    return _squash_affine_op(x, alpha_t, weight, bias, shift_t, fn, channel_dim)

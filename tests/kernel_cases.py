@@ -1,0 +1,240 @@
+"""The fused Triton squash-affine kernels against float64 math and the eager reference.
+
+Runs on CUDA tensors when a GPU is present, otherwise on CPU tensors through Triton's interpreter; in the default
+suite ``test_ops_triton.py`` runs this file in a subprocess with ``TRITON_INTERPRET=1`` (the variable must be set
+before Triton compiles anything). Run it directly with ``TRITON_INTERPRET=1 python -m pytest tests/kernel_cases.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+if not INTERPRET and not torch.cuda.is_available():
+    pytest.skip("needs CUDA or TRITON_INTERPRET=1", allow_module_level=True)
+
+from dyt_bench.norms import NormSpec, build_norm  # noqa: E402
+from dyt_bench.ops import squash_affine, squash_affine_reference  # noqa: E402
+from dyt_bench.ops.triton_squash import squash_affine_triton  # noqa: E402
+
+DEVICE = "cpu" if INTERPRET else "cuda"
+FUNCTIONS = ("tanh", "hardtanh", "sigmoid", "identity", "erf")
+TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+
+
+def rel_err(value: torch.Tensor, ref: torch.Tensor) -> float:
+    value, ref = value.double().cpu(), ref.double().cpu()
+    assert torch.isfinite(value).all(), "non-finite values"
+    return ((value - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def make_inputs(shape, channel_dim, seed, shift=False, alpha=0.8):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64) * 1.5
+    c = shape[channel_dim]
+    w = torch.randn(c, generator=gen, dtype=torch.float64)
+    b = torch.randn(c, generator=gen, dtype=torch.float64)
+    a = torch.tensor(alpha, dtype=torch.float64)
+    s = torch.tensor(0.3, dtype=torch.float64) if shift else None
+    dy = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    return x, a, w, b, s, dy
+
+
+def float64_grads(x, a, w, b, s, dy, fn, channel_dim, grads_of):
+    """y and the gradients of (x, α, γ, β, shift) from the eager reference in float64 (autograd)."""
+    leaves = {"x": x, "alpha": a, "weight": w, "bias": b, "shift": s}
+    leaves = {k: (v.clone().requires_grad_(k in grads_of) if v is not None else None) for k, v in leaves.items()}
+    y = squash_affine_reference(leaves["x"], leaves["alpha"], leaves["weight"], leaves["bias"], fn=fn,
+                                channel_dim=channel_dim, shift=leaves["shift"])
+    wanted = [leaves[k] for k in grads_of]
+    return y.detach(), dict(zip(grads_of, torch.autograd.grad(y, wanted, dy), strict=True))
+
+
+def run_kernel(x, a, w, b, s, dy, fn, channel_dim, grads_of, dtype, param_dtype, memory_format=None, transform=None):
+    xt = x.to(dtype)
+    if memory_format is not None:
+        xt = xt.contiguous(memory_format=memory_format)
+    xt = xt.to(DEVICE)
+    if transform is not None:
+        xt = transform(xt)
+    leaves = {"x": xt, "alpha": a.to(param_dtype), "weight": w.to(param_dtype) if w is not None else None,
+              "bias": b.to(param_dtype) if b is not None else None, "shift": s.float() if s is not None else None}
+    leaves = {k: (v.to(DEVICE).detach().requires_grad_(k in grads_of) if v is not None else None)
+              for k, v in leaves.items()}
+    y = squash_affine_triton(leaves["x"], leaves["alpha"], leaves["weight"], leaves["bias"], fn=fn,
+                             channel_dim=channel_dim, shift=leaves["shift"])
+    assert y.dtype == dtype and y.shape == xt.shape
+    grads = torch.autograd.grad(y, [leaves[k] for k in grads_of], dy.to(dtype).to(DEVICE))
+    for k, g in zip(grads_of, grads, strict=True):
+        assert g.dtype == leaves[k].dtype and g.shape == leaves[k].shape, k
+    return y, dict(zip(grads_of, grads, strict=True))
+
+
+SHAPES = [  # (shape, channel_dim): tokens with C a power of two and not, feature maps with odd spatial sizes
+    ((3, 7, 96), -1),
+    ((37, 100), -1),
+    ((2, 12, 5, 7), 1),
+    ((3, 8, 40), 1),
+]
+
+
+@pytest.mark.parametrize("fn", FUNCTIONS)
+@pytest.mark.parametrize("shape, channel_dim", SHAPES)
+def test_float32_matches_float64(fn, shape, channel_dim):
+    x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=hash((fn, shape)) % 1000, shift=fn == "erf")
+    grads_of = ["x", "alpha", "weight", "bias"] + (["shift"] if s is not None else [])
+    y64, g64 = float64_grads(x, a, w, b, s, dy, fn, channel_dim, grads_of)
+    y, g = run_kernel(x, a, w, b, s, dy, fn, channel_dim, grads_of, torch.float32, torch.float32)
+    assert rel_err(y, y64) <= 1e-5
+    for k in grads_of:
+        assert rel_err(g[k], g64[k]) <= 1e-5, k
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("params_in_input_dtype", [False, True])
+@pytest.mark.parametrize("shape, channel_dim", [((4, 6, 64), -1), ((2, 16, 6, 6), 1)])
+def test_half_precision(dtype, params_in_input_dtype, shape, channel_dim):
+    x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=7)
+    # the reference sees the same rounded inputs, so the comparison measures the kernel's arithmetic
+    x, dy = x.to(dtype).double(), dy.to(dtype).double()
+    param_dtype = dtype if params_in_input_dtype else torch.float32
+    a, w, b = (t.to(param_dtype).double() for t in (a, w, b))
+    grads_of = ["x", "alpha", "weight", "bias"]
+    y64, g64 = float64_grads(x, a, w, b, s, dy, "tanh", channel_dim, grads_of)
+    y, g = run_kernel(x, a, w, b, s, dy, "tanh", channel_dim, grads_of, dtype, param_dtype)
+    assert rel_err(y, y64) <= TOL[dtype]
+    for k in grads_of:
+        assert rel_err(g[k], g64[k]) <= TOL[dtype], k
+
+
+@pytest.mark.parametrize("fn", ["tanh", "sigmoid"])
+def test_fixed_alpha_no_weight_no_bias_and_partial_grads(fn):
+    x, a, w, b, s, dy = make_inputs((5, 9, 48), -1, seed=3)
+    for weight, bias, grads_of in [(w, None, ["x", "weight"]), (None, b, ["x", "bias"]), (None, None, ["x"]),
+                                   (w, b, ["weight"]), (w, b, ["alpha"])]:
+        y64, g64 = float64_grads(x, a, weight, bias, s, dy, fn, -1, grads_of)
+        y, g = run_kernel(x, a, weight, bias, s, dy, fn, -1, grads_of, torch.float32, torch.float32)
+        assert rel_err(y, y64) <= 1e-5
+        for k in grads_of:
+            assert rel_err(g[k], g64[k]) <= 1e-5, (k, grads_of)
+
+
+def test_channels_last_memory_format_and_non_contiguous_inputs():
+    x, a, w, b, s, dy = make_inputs((2, 16, 5, 6), 1, seed=11)
+    grads_of = ["x", "alpha", "weight", "bias"]
+    y64, g64 = float64_grads(x, a, w, b, s, dy, "tanh", 1, grads_of)
+    y, g = run_kernel(x, a, w, b, s, dy, "tanh", 1, grads_of, torch.float32, torch.float32,
+                      memory_format=torch.channels_last)
+    assert y.is_contiguous(memory_format=torch.channels_last)  # no layout change through the op
+    assert rel_err(y, y64) <= 1e-5 and all(rel_err(g[k], g64[k]) <= 1e-5 for k in grads_of)
+    # a strided slice (every other position) is neither layout: it is copied once and still exact
+    xs, a, w, b, s, dys = make_inputs((3, 10, 64), -1, seed=12)
+    sliced = xs[:, ::2]
+    y64, g64 = float64_grads(sliced, a, w, b, s, dys[:, ::2], "tanh", -1, grads_of)
+    y, g = run_kernel(xs, a, w, b, s, dys[:, ::2], "tanh", -1, grads_of, torch.float32, torch.float32,
+                      transform=lambda t: t[:, ::2])
+    assert rel_err(y, y64) <= 1e-5 and all(rel_err(g[k], g64[k]) <= 1e-5 for k in grads_of)
+
+
+def test_empty_input():
+    x = torch.empty(0, 8, device=DEVICE, requires_grad=True)
+    a = torch.tensor(0.5, device=DEVICE, requires_grad=True)
+    w = torch.ones(8, device=DEVICE, requires_grad=True)
+    b = torch.zeros(8, device=DEVICE, requires_grad=True)
+    y = squash_affine_triton(x, a, w, b)
+    assert y.shape == (0, 8)
+    y.sum().backward()
+    assert x.grad.shape == (0, 8) and a.grad.item() == 0 and w.grad.abs().sum() == 0 and b.grad.abs().sum() == 0
+
+
+def test_gradients_are_bitwise_reproducible():
+    x, a, w, b, s, dy = make_inputs((64, 96), -1, seed=5)
+    grads_of = ["x", "alpha", "weight", "bias"]
+    _, g1 = run_kernel(x, a, w, b, s, dy, "tanh", -1, grads_of, torch.float32, torch.float32)
+    _, g2 = run_kernel(x, a, w, b, s, dy, "tanh", -1, grads_of, torch.float32, torch.float32)
+    for k in grads_of:
+        assert torch.equal(g1[k], g2[k]), k
+
+
+def test_custom_op_registration_fake_and_autograd():
+    """torch.library's own checker: schema, fake (meta) implementation, autograd registration, AOT dispatch."""
+    op = torch.ops.dyt_bench.squash_affine.default
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 32, generator=gen).to(DEVICE).requires_grad_()
+    a = torch.tensor(0.5, device=DEVICE, requires_grad=True)
+    w = torch.randn(32, generator=gen).to(DEVICE).requires_grad_()
+    b = torch.randn(32, generator=gen).to(DEVICE).requires_grad_()
+    torch.library.opcheck(op, (x, a, w, b, None, "tanh", 2))
+    xf = torch.randn(2, 8, 3, 3, generator=gen).to(DEVICE).requires_grad_()
+    torch.library.opcheck(op, (xf, a, torch.ones(8, device=DEVICE), None, None, "sigmoid", 1))
+
+
+def test_compiles_without_graph_break_and_matches_eager():
+    layer = build_norm(NormSpec("dyt", impl="triton"), 48).to(DEVICE)
+    with torch.no_grad():
+        layer.weight.uniform_(0.5, 1.5)
+        layer.bias.uniform_(-0.5, 0.5)
+
+    def step(x):
+        return torch.nn.functional.gelu(layer(x)).sum()
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager" if INTERPRET else "inductor")
+    x = torch.randn(4, 10, 48, device=DEVICE, requires_grad=True)
+    loss_c = compiled(x)
+    (gx_c,) = torch.autograd.grad(loss_c, [x])
+    layer.zero_grad()
+    loss_e = step(x)
+    (gx_e,) = torch.autograd.grad(loss_e, [x])
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx_c, gx_e, rtol=1e-5, atol=1e-6)
+
+
+def test_autocast_input_dtype_with_float32_parameters():
+    device_type = "cuda" if DEVICE == "cuda" else "cpu"
+    lin = torch.nn.Linear(32, 32).to(DEVICE)
+    norm = build_norm(NormSpec("dyt", impl="triton"), 32).to(DEVICE)
+    ref = build_norm(NormSpec("dyt", impl="eager"), 32).to(DEVICE)
+    x = torch.randn(6, 32, device=DEVICE)
+    with torch.autocast(device_type, dtype=torch.bfloat16):
+        h = lin(x)
+        y, y_ref = norm(h), ref(h)
+    assert h.dtype == torch.bfloat16 and y.dtype == torch.bfloat16 and norm.weight.dtype == torch.float32
+    assert rel_err(y, y_ref) <= 1e-2
+    y.float().sum().backward()
+    assert norm.alpha.grad is not None and norm.weight.grad.dtype == torch.float32
+
+
+def test_dispatch_and_layers_use_the_kernel():
+    x = torch.randn(2, 6, 4, 4, device=DEVICE)
+    w, b = torch.randn(6, device=DEVICE), torch.randn(6, device=DEVICE)
+    ref = squash_affine(x, 0.7, w, b, fn="hardtanh", channel_dim=1, impl="eager")
+    fused = squash_affine(x, 0.7, w, b, fn="hardtanh", channel_dim=1, impl="triton")
+    assert rel_err(fused, ref) <= 1e-6
+    layer = build_norm(NormSpec("derf", impl="triton"), 6, layout="channels_first").to(DEVICE)
+    eager = build_norm(NormSpec("derf", impl="eager"), 6, layout="channels_first").to(DEVICE)
+    eager.load_state_dict(layer.state_dict())
+    assert rel_err(layer(x), eager(x)) <= 1e-6
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="needs a GPU with > 8 GB free")
+def test_over_two_billion_elements_uses_int64_offsets():
+    rows, cols = 2**31 // 1024 + 8, 1024  # 2^31 + 8192 elements, bf16
+    x = torch.empty(rows, cols, device="cuda", dtype=torch.bfloat16)
+    x[:8].normal_()
+    x[-8:].normal_()
+    x[8:-8].fill_(0.25)
+    w = torch.randn(cols, device="cuda")
+    y = squash_affine_triton(x, 0.5, w, None)
+    for part in (slice(0, 8), slice(-8, None)):
+        ref = squash_affine_reference(x[part], 0.5, w, None)
+        assert rel_err(y[part], ref) <= 1e-2
+    del y
+    x.requires_grad_()
+    wg = w.clone().requires_grad_()
+    y = squash_affine_triton(x, 0.5, wg, None)
+    y.backward(torch.ones_like(y))
+    ref_w = (torch.tanh(0.5 * x.detach().float())).sum(0)
+    assert rel_err(wg.grad, ref_w) <= 1e-3
