@@ -1,0 +1,325 @@
+"""Squash-affine op benchmark: the fused Triton kernels against eager PyTorch, torch.compile, Liger-Kernel's DyT and
+the statistics norms (LayerNorm, RMSNorm), as times, GB/s and % of the memory floor, all in one run.
+
+    python benchmarks/ops.py                       # the full table set (needs CUDA)
+    python benchmarks/ops.py --quick               # fewer repetitions
+    python benchmarks/ops.py --sweep               # also sweep the block-shape heuristic's knobs
+    python benchmarks/ops.py --json out.json       # also write every row
+
+Floor: the time to move the bytes the op must move at the device-to-device copy bandwidth measured in this run
+(forward: read x, write y; forward + backward: 5 passes — read x, write y, read x and dy, write dx). Times are the
+median of ``triton.testing.do_bench`` (L2 flushed between repetitions); forward + backward is one call of the
+forward then ``backward`` with a fixed upstream gradient, parameter gradients included.
+Every DyT implementation is checked against float64 math on (the leading rows of) the same inputs before it is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), ".."))
+
+from dyt_bench.ops import squash_affine_reference  # noqa: E402
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+TOKEN_SHAPES = [((32768, 4096), "bf16"), ((16384, 8192), "bf16"), ((50432, 768), "bf16"), ((50432, 768), "fp32"),
+                ((4096, 1024), "bf16")]
+FEATURE_MAP_SHAPES = [((128, 256, 56, 56), "bf16"), ((64, 96, 112, 112), "bf16")]
+
+
+@dataclass
+class Row:
+    table: str
+    shape: str
+    dtype: str
+    impl: str
+    fwd_ms: float | None
+    fwd_gbps: float | None
+    fwd_floor_pct: float | None
+    fwdbwd_ms: float | None
+    fwdbwd_floor_pct: float | None
+    max_rel_err: float | None
+    note: str = ""
+
+
+def median_ms(fn: Callable[[], object], quick: bool, grad_to_none=None) -> float:
+    import triton
+
+    rep = 40 if quick else 200
+    return float(triton.testing.do_bench(fn, warmup=25, rep=rep, grad_to_none=grad_to_none, return_mode="median"))
+
+
+def copy_bandwidth(quick: bool) -> float:
+    """Bytes read + written per second by a 1 GiB device-to-device copy (GB/s)."""
+    src = torch.randn(2**28, device="cuda")
+    dst = torch.empty_like(src)
+    ms = median_ms(lambda: dst.copy_(src), quick)
+    return 2 * src.numel() * src.element_size() / ms / 1e6
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The contenders, each a function (x, alpha, weight, bias) -> y, channel dim last unless the table says otherwise
+
+
+def naive(x, alpha, weight, bias, channel_dim=-1):
+    """The DyT expression as the paper's code writes it (input dtype, three element-wise kernels in eager)."""
+    if channel_dim != -1 and channel_dim != x.dim() - 1:
+        shape = [1] * x.dim()
+        shape[channel_dim] = -1
+        weight, bias = weight.view(shape), bias.view(shape)
+    return weight * torch.tanh(alpha * x) + bias
+
+
+def ours(fn="tanh", channel_dim=-1):
+    from dyt_bench.ops.triton_squash import squash_affine_triton
+
+    return lambda x, a, w, b: squash_affine_triton(x, a, w, b, fn=fn, channel_dim=channel_dim)
+
+
+def liger():
+    try:
+        from liger_kernel.ops.dyt import LigerDyTFunction
+    except ImportError:
+        return None
+    return lambda x, a, w, b: LigerDyTFunction.apply(x, a.reshape(1), w, b)
+
+
+def layer_norm(x, a, w, b):
+    return F.layer_norm(x, (x.shape[-1],), w, b)
+
+
+def rms_norm(x, a, w, b):
+    return F.rms_norm(x, (x.shape[-1],), w)
+
+
+def contenders_tokens() -> dict[str, Callable | None]:
+    return {
+        "dyt ours (triton)": ours(),
+        "dyt eager": naive,
+        "dyt torch.compile": torch.compile(naive),
+        "dyt liger": liger(),
+        "layernorm eager": layer_norm,
+        "rmsnorm eager": rms_norm,
+        "rmsnorm torch.compile": torch.compile(rms_norm),
+    }
+
+
+def make_inputs(shape, dtype, channel_dim, param_dtype=torch.float32, seed=0):
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(shape, device="cuda", generator=gen, dtype=torch.float32).to(dtype)
+    c = shape[channel_dim]
+    w = (1 + 0.1 * torch.randn(c, device="cuda", generator=gen)).to(param_dtype)
+    b = (0.1 * torch.randn(c, device="cuda", generator=gen)).to(param_dtype)
+    a = torch.tensor(0.5, device="cuda", dtype=param_dtype)
+    dy = torch.randn(shape, device="cuda", generator=gen, dtype=torch.float32).to(dtype)
+    return x, a, w, b, dy
+
+
+def dyt_error(fn_impl, x, a, w, b, dy, channel_dim, fn="tanh") -> float:
+    """Largest relative error (norm-wise) of y and the four gradients against float64 math on the CPU, on the
+    leading samples / rows of the inputs (about 4M elements), so the check stays quick at every size."""
+    per_sample = x[0].numel()
+    keep = max(1, min(x.shape[0], 2**22 // max(per_sample, 1)))
+    x, dy = x[:keep], dy[:keep]
+    leaves = [t.detach().clone().requires_grad_() for t in (x, a, w, b)]
+    y = fn_impl(*leaves)
+    grads = torch.autograd.grad(y, leaves, dy)
+    ref_leaves = [t.detach().cpu().double().requires_grad_() for t in (x, a, w, b)]
+    y_ref = squash_affine_reference(*ref_leaves, fn=fn, channel_dim=channel_dim)
+    ref_grads = torch.autograd.grad(y_ref, ref_leaves, dy.cpu().double())
+    errs = []
+    for got, ref in zip([y, *grads], [y_ref, *ref_grads], strict=True):
+        got = got.detach().cpu().double().reshape(ref.shape)
+        if not torch.isfinite(got).all():
+            return float("inf")
+        errs.append(((got - ref).norm() / ref.norm().clamp_min(1e-30)).item())
+    return max(errs)
+
+
+def time_impl(impl, x, a, w, b, dy, quick, grads=True) -> tuple[float, float | None]:
+    with torch.no_grad():
+        fwd = median_ms(lambda: impl(x, a, w, b), quick)
+    if not grads:
+        return fwd, None
+    leaves = [t.detach().clone().requires_grad_() for t in (x, a, w, b)]
+
+    def step():
+        impl(*leaves).backward(dy)
+
+    return fwd, median_ms(step, quick, grad_to_none=leaves)
+
+
+def bench_rows(table, shape, dtype_name, impls, channel_dim, bw, quick, check_fn="tanh", param_dtype=torch.float32):
+    dtype = DTYPES[dtype_name]
+    x, a, w, b, dy = make_inputs(shape, dtype, channel_dim, param_dtype)
+    n_bytes = x.numel() * x.element_size()
+    floor_fwd = 2 * n_bytes / bw / 1e6
+    floor_fb = 5 * n_bytes / bw / 1e6
+    rows = []
+    for name, impl in impls.items():
+        if impl is None:
+            rows.append(Row(table, "x".join(map(str, shape)), dtype_name, name, None, None, None, None, None, None,
+                            "not installed"))
+            continue
+        is_dyt = name.startswith("dyt") or name.startswith(("tanh", "hardtanh", "sigmoid", "identity"))
+        err = None
+        if is_dyt:
+            fn = name.split()[0] if name.split()[0] in ("tanh", "hardtanh", "sigmoid", "identity") else check_fn
+            err = dyt_error(impl, x, a, w, b, dy, channel_dim, fn=fn)
+        try:
+            fwd, fb = time_impl(impl, x, a, w, b, dy, quick)
+        except Exception as exc:  # a contender that fails at this shape is reported, not fatal
+            rows.append(Row(table, "x".join(map(str, shape)), dtype_name, name, None, None, None, None, None, err,
+                            f"failed: {type(exc).__name__}: {str(exc)[:80]}"))
+            continue
+        rows.append(Row(table, "x".join(map(str, shape)), dtype_name, name, fwd, 2 * n_bytes / fwd / 1e6,
+                        100 * floor_fwd / fwd, fb, 100 * floor_fb / fb, err))
+    header = f"{table}  {'x'.join(map(str, shape))} {dtype_name}  floor fwd {floor_fwd:.4f} ms  fwd+bwd {floor_fb:.4f} ms"
+    print(header, flush=True)
+    for r in rows:
+        print(format_row(r), flush=True)
+    return rows
+
+
+def format_row(r: Row) -> str:
+    if r.fwd_ms is None:
+        return f"  {r.impl:<28} {r.note}"
+    err = f"{r.max_rel_err:.1e}" if r.max_rel_err is not None else "   -   "
+    return (f"  {r.impl:<28} fwd {r.fwd_ms:8.4f} ms {r.fwd_gbps:7.0f} GB/s {r.fwd_floor_pct:5.1f}%   "
+            f"fwd+bwd {r.fwdbwd_ms:8.4f} ms {r.fwdbwd_floor_pct:5.1f}%   err {err} {r.note}")
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| table | shape | dtype | impl | fwd ms | fwd GB/s | fwd % floor | fwd+bwd ms | fwd+bwd % floor | max rel err |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.fwd_ms is None:
+            lines.append(f"| {r.table} | {r.shape} | {r.dtype} | {r.impl} | {r.note} | | | | | |")
+            continue
+        err = f"{r.max_rel_err:.1e}" if r.max_rel_err is not None else "—"
+        lines.append(f"| {r.table} | {r.shape} | {r.dtype} | {r.impl} | {r.fwd_ms:.4f} | {r.fwd_gbps:.0f} | "
+                     f"{r.fwd_floor_pct:.1f} | {r.fwdbwd_ms:.4f} | {r.fwdbwd_floor_pct:.1f} | {err} |")
+    return "\n".join(lines)
+
+
+def sweep(bw, quick) -> list[Row]:
+    """Each knob of the block heuristic around its default, on a large and a ViT-sized token shape and a feature map."""
+    from dyt_bench.ops import triton_squash
+
+    defaults = dict(triton_squash.TUNING)
+    variants = [{}, {"fwd_tile": 4096}, {"fwd_tile": 16384}, {"fwd_warps": 4}, {"bwd_tile": 2048},
+                {"bwd_tile": 8192}, {"bwd_warps": 4}, {"programs_per_sm": 2}, {"programs_per_sm": 8},
+                {"max_cols_block": 512}, {"max_cols_block": 2048}]
+    rows = []
+    for shape, channel_dim in [((32768, 4096), -1), ((50432, 768), -1), ((128, 256, 56, 56), 1)]:
+        for v in variants:
+            triton_squash.TUNING.update(defaults)
+            triton_squash.TUNING.update(v)
+            label = ",".join(f"{k}={val}" for k, val in v.items()) or "default"
+            rows += bench_rows("sweep", shape, "bf16", {label: ours(channel_dim=channel_dim)}, channel_dim, bw, quick)
+    triton_squash.TUNING.update(defaults)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions per measurement")
+    parser.add_argument("--sweep", action="store_true", help="also sweep the block-shape knobs")
+    parser.add_argument("--json", help="write every row here")
+    parser.add_argument("--markdown", help="write the markdown table here")
+    parser.add_argument("--only", choices=["tokens", "feature_maps", "functions", "misc"], nargs="*")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("benchmarks/ops.py needs a CUDA device", file=sys.stderr)
+        return 2
+    import triton
+
+    try:
+        from importlib.metadata import version
+
+        import liger_kernel  # noqa: F401
+
+        liger_version = version("liger-kernel")
+    except Exception:
+        liger_version = "not installed"
+    props = torch.cuda.get_device_properties(0)
+    bw = copy_bandwidth(args.quick)
+    print(f"device: {props.name} ({props.multi_processor_count} SMs), torch {torch.__version__}, triton "
+          f"{triton.__version__}, liger-kernel {liger_version}, python {platform.python_version()}")
+    print(f"device-to-device copy bandwidth (read + write): {bw:.0f} GB/s")
+    only = set(args.only or ["tokens", "feature_maps", "functions", "misc"])
+    rows: list[Row] = []
+    if "tokens" in only:
+        impls = contenders_tokens()
+        for shape, dt in TOKEN_SHAPES:
+            rows += bench_rows("tokens (B·N, C)", shape, dt, impls, -1, bw, args.quick)
+    if "feature_maps" in only:
+        def naive_cf(x, a, w, b):
+            return naive(x, a, w, b, channel_dim=1)
+
+        compiled_cf = torch.compile(naive_cf)
+        for shape, dt in FEATURE_MAP_SHAPES:
+            impls = {"dyt ours (triton)": ours(channel_dim=1), "dyt eager": naive_cf, "dyt torch.compile": compiled_cf}
+            rows += bench_rows("feature maps (B, C, H, W)", shape, dt, impls, 1, bw, args.quick)
+            # the same tensor in torch.channels_last memory format: the kernels take it as tokens, no copy
+            x, a, w, b, dy = make_inputs(shape, DTYPES[dt], 1)
+            x = x.contiguous(memory_format=torch.channels_last)
+            dy = dy.contiguous(memory_format=torch.channels_last)
+            n_bytes = x.numel() * x.element_size()
+            err = dyt_error(ours(channel_dim=1), x, a, w, b, dy, 1)
+            fwd, fb = time_impl(ours(channel_dim=1), x, a, w, b, dy, args.quick)
+            r = Row("feature maps (B, C, H, W)", "x".join(map(str, shape)), dt, "dyt ours, channels_last memory", fwd,
+                    2 * n_bytes / fwd / 1e6, 100 * 2 * n_bytes / bw / 1e6 / fwd, fb, 100 * 5 * n_bytes / bw / 1e6 / fb,
+                    err)
+            print(format_row(r), flush=True)
+            rows.append(r)
+    if "functions" in only:
+        impls = {f"{fn} ours (triton)": ours(fn=fn) for fn in ("tanh", "hardtanh", "sigmoid", "identity")}
+        rows += bench_rows("functions", (32768, 4096), "bf16", impls, -1, bw, args.quick)
+        rows += bench_rows("functions", (50432, 768), "bf16", impls, -1, bw, args.quick)
+    if "misc" in only:
+        # parameters in the input dtype (no autocast) and a fixed α (no α reduction)
+        rows += bench_rows("params in bf16", (50432, 768), "bf16", {"dyt ours (triton)": ours()}, -1, bw, args.quick,
+                           param_dtype=torch.bfloat16)
+        x, a, w, b, dy = make_inputs((50432, 768), torch.bfloat16, -1)
+        f = ours()
+        leaves = [x.clone().requires_grad_(), a, w.clone().requires_grad_(), b.clone().requires_grad_()]
+        fb = median_ms(lambda: f(*leaves).backward(dy), args.quick, grad_to_none=[leaves[0], leaves[2], leaves[3]])
+        n_bytes = x.numel() * 2
+        r = Row("fixed alpha", "50432x768", "bf16", "dyt ours (triton), α fixed", None, None, None, fb,
+                100 * 5 * n_bytes / bw / 1e6 / fb, None)
+        print(f"  fixed α: fwd+bwd {fb:.4f} ms {r.fwdbwd_floor_pct:.1f}% of floor")
+        rows.append(r)
+        # a strided (non-contiguous) input: the documented copy, measured
+        xs = torch.randn(50432, 1536, device="cuda", dtype=torch.bfloat16)[:, :768]
+        with torch.no_grad():
+            t_strided = median_ms(lambda: f(xs, a, w, b), args.quick)
+            t_contig = median_ms(lambda: f(x, a, w, b), args.quick)
+        print(f"  non-contiguous input (a column slice) forward {t_strided:.4f} ms vs contiguous {t_contig:.4f} ms")
+        rows.append(Row("non-contiguous", "50432x768 (slice of 50432x1536)", "bf16", "dyt ours (triton)", t_strided,
+                        None, 100 * 2 * n_bytes / bw / 1e6 / t_strided, None, None, None,
+                        f"contiguous: {t_contig:.4f} ms"))
+    if args.sweep:
+        rows += sweep(bw, args.quick)
+    table = markdown(rows)
+    print("\n" + table)
+    if args.markdown:
+        with open(args.markdown, "w") as fh:
+            fh.write(table + "\n")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"device": props.name, "copy_gbps": bw, "torch": torch.__version__, "triton": triton.__version__,
+                       "liger_kernel": liger_version, "rows": [asdict(r) for r in rows]}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
