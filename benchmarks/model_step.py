@@ -94,7 +94,18 @@ def measure(model: nn.Module, embeds: torch.Tensor, steps: int, warmup: int) -> 
         with torch.no_grad():
             model(inputs_embeds=embeds)
 
-    return time_cuda(train_step, steps, warmup), time_cuda(forward, steps, warmup)
+    result = time_cuda(train_step, steps, warmup), time_cuda(forward, steps, warmup)
+    if PROFILE:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            train_step()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
+    return result
+
+
+PROFILE = False
 
 
 def main(argv=None) -> int:
@@ -108,7 +119,10 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--markdown", help="also write the table here")
+    parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one train step")
     args = parser.parse_args(argv)
+    global PROFILE
+    PROFILE = args.profile
     if not torch.cuda.is_available():
         print("benchmarks/model_step.py needs a CUDA device", file=sys.stderr)
         return 2

@@ -100,6 +100,9 @@ def rms_norm(x, a, w, b):
     return F.rms_norm(x, (x.shape[-1],), w)
 
 
+STATS_NORMS = {"layernorm", "rmsnorm"}  # given parameters in the input dtype: their fused kernels need it
+
+
 def contenders_tokens() -> dict[str, Callable | None]:
     return {
         "dyt ours (triton)": ours(),
@@ -169,13 +172,17 @@ def bench_rows(table, shape, dtype_name, impls, channel_dim, bw, quick, check_fn
             rows.append(Row(table, "x".join(map(str, shape)), dtype_name, name, None, None, None, None, None, None,
                             "not installed"))
             continue
+        if name.split()[0] in STATS_NORMS:
+            args = (x, a, w.to(dtype), b.to(dtype))
+        else:
+            args = (x, a, w, b)
         is_dyt = name.startswith("dyt") or name.startswith(("tanh", "hardtanh", "sigmoid", "identity"))
         err = None
         if is_dyt:
             fn = name.split()[0] if name.split()[0] in ("tanh", "hardtanh", "sigmoid", "identity") else check_fn
             err = dyt_error(impl, x, a, w, b, dy, channel_dim, fn=fn)
         try:
-            fwd, fb = time_impl(impl, x, a, w, b, dy, quick)
+            fwd, fb = time_impl(impl, *args, dy, quick)
         except Exception as exc:  # a contender that fails at this shape is reported, not fatal
             rows.append(Row(table, "x".join(map(str, shape)), dtype_name, name, None, None, None, None, None, err,
                             f"failed: {type(exc).__name__}: {str(exc)[:80]}"))
@@ -189,43 +196,76 @@ def bench_rows(table, shape, dtype_name, impls, channel_dim, bw, quick, check_fn
     return rows
 
 
+def _fmt(value, spec: str, missing: str = "—") -> str:
+    return format(value, spec) if value is not None else missing
+
+
 def format_row(r: Row) -> str:
-    if r.fwd_ms is None:
+    if r.fwd_ms is None and r.fwdbwd_ms is None:
         return f"  {r.impl:<28} {r.note}"
-    err = f"{r.max_rel_err:.1e}" if r.max_rel_err is not None else "   -   "
-    return (f"  {r.impl:<28} fwd {r.fwd_ms:8.4f} ms {r.fwd_gbps:7.0f} GB/s {r.fwd_floor_pct:5.1f}%   "
-            f"fwd+bwd {r.fwdbwd_ms:8.4f} ms {r.fwdbwd_floor_pct:5.1f}%   err {err} {r.note}")
+    return (f"  {r.impl:<28} fwd {_fmt(r.fwd_ms, '8.4f')} ms {_fmt(r.fwd_gbps, '7.0f')} GB/s "
+            f"{_fmt(r.fwd_floor_pct, '5.1f')}%   fwd+bwd {_fmt(r.fwdbwd_ms, '8.4f')} ms "
+            f"{_fmt(r.fwdbwd_floor_pct, '5.1f')}%   err {_fmt(r.max_rel_err, '.1e')} {r.note}")
 
 
 def markdown(rows: list[Row]) -> str:
-    lines = ["| table | shape | dtype | impl | fwd ms | fwd GB/s | fwd % floor | fwd+bwd ms | fwd+bwd % floor | max rel err |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| table | shape | dtype | impl | fwd ms | fwd GB/s | fwd % floor | fwd+bwd ms | fwd+bwd % floor | max rel err "
+             "| note |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        if r.fwd_ms is None:
-            lines.append(f"| {r.table} | {r.shape} | {r.dtype} | {r.impl} | {r.note} | | | | | |")
-            continue
-        err = f"{r.max_rel_err:.1e}" if r.max_rel_err is not None else "—"
-        lines.append(f"| {r.table} | {r.shape} | {r.dtype} | {r.impl} | {r.fwd_ms:.4f} | {r.fwd_gbps:.0f} | "
-                     f"{r.fwd_floor_pct:.1f} | {r.fwdbwd_ms:.4f} | {r.fwdbwd_floor_pct:.1f} | {err} |")
+        lines.append(f"| {r.table} | {r.shape} | {r.dtype} | {r.impl} | {_fmt(r.fwd_ms, '.4f')} | "
+                     f"{_fmt(r.fwd_gbps, '.0f')} | {_fmt(r.fwd_floor_pct, '.1f')} | {_fmt(r.fwdbwd_ms, '.4f')} | "
+                     f"{_fmt(r.fwdbwd_floor_pct, '.1f')} | {_fmt(r.max_rel_err, '.1e')} | {r.note} |")
     return "\n".join(lines)
 
 
 def sweep(bw, quick) -> list[Row]:
-    """Each knob of the block heuristic around its default, on a large and a ViT-sized token shape and a feature map."""
+    """Grid over the block-shape knobs: forward (tile, column block, warps) and backward (the same, and programs per
+    SM), on a large and a ViT-sized token matrix and a feature map; prints each stage's configurations by time."""
+    import itertools
+
     from dyt_bench.ops import triton_squash
 
     defaults = dict(triton_squash.TUNING)
-    variants = [{}, {"fwd_tile": 4096}, {"fwd_tile": 16384}, {"fwd_warps": 4}, {"bwd_tile": 2048},
-                {"bwd_tile": 8192}, {"bwd_warps": 4}, {"programs_per_sm": 2}, {"programs_per_sm": 8},
-                {"max_cols_block": 512}, {"max_cols_block": 2048}]
+    shapes = [((32768, 4096), -1), ((50432, 768), -1), ((128, 256, 56, 56), 1)]
     rows = []
-    for shape, channel_dim in [((32768, 4096), -1), ((50432, 768), -1), ((128, 256, 56, 56), 1)]:
-        for v in variants:
-            triton_squash.TUNING.update(defaults)
-            triton_squash.TUNING.update(v)
-            label = ",".join(f"{k}={val}" for k, val in v.items()) or "default"
-            rows += bench_rows("sweep", shape, "bf16", {label: ours(channel_dim=channel_dim)}, channel_dim, bw, quick)
-    triton_squash.TUNING.update(defaults)
+    for shape, channel_dim in shapes:
+        x, a, w, b, dy = make_inputs(shape, torch.bfloat16, channel_dim)
+        n_bytes = x.numel() * 2
+        f = ours(channel_dim=channel_dim)
+        leaves = [x.clone().requires_grad_(), a.clone().requires_grad_(), w.clone().requires_grad_(),
+                  b.clone().requires_grad_()]
+        results = {"fwd": [], "bwd": []}
+        for stage in ("fwd", "bwd"):
+            grid = itertools.product([2048, 4096, 8192, 16384] if stage == "fwd" else [2048, 4096, 8192],
+                                     [256, 512, 1024, 2048] if channel_dim == -1 else [1024],
+                                     [4, 8, 16], [4] if stage == "fwd" else [2, 4, 8])
+            for tile, cols_cap, warps, pps in grid:
+                triton_squash.TUNING.update(defaults)
+                triton_squash.TUNING.update({f"{stage}_tile": tile, f"{stage}_max_cols_block": cols_cap,
+                                             f"{stage}_warps": warps, "programs_per_sm": pps})
+                label = f"tile={tile} cols<={cols_cap} warps={warps}" + (f" pps={pps}" if stage == "bwd" else "")
+                try:
+                    if stage == "fwd":
+                        with torch.no_grad():
+                            ms = median_ms(lambda: f(x, a, w, b), quick)  # noqa: B023 (called at once)
+                        floor = 2 * n_bytes / bw / 1e6
+                    else:
+                        ms = median_ms(lambda: f(*leaves).backward(dy), quick, grad_to_none=leaves)  # noqa: B023
+                        floor = 5 * n_bytes / bw / 1e6
+                except Exception as exc:  # e.g. out of shared memory / registers at one configuration
+                    print(f"  {stage} {label}: failed ({type(exc).__name__})")
+                    continue
+                results[stage].append((ms, label, 100 * floor / ms))
+        triton_squash.TUNING.update(defaults)
+        for stage, res in results.items():
+            res.sort()
+            print(f"sweep {stage} {'x'.join(map(str, shape))} bf16: best {len(res)} configurations first")
+            for ms, label, pct in res[:8]:
+                print(f"  {ms:8.4f} ms {pct:5.1f}%  {label}")
+            for ms, label, pct in res[:8]:
+                rows.append(Row(f"sweep {stage}", "x".join(map(str, shape)), "bf16", label,
+                                ms if stage == "fwd" else None, None, pct if stage == "fwd" else None,
+                                ms if stage == "bwd" else None, pct if stage == "bwd" else None, None))
     return rows
 
 
@@ -235,7 +275,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", action="store_true", help="also sweep the block-shape knobs")
     parser.add_argument("--json", help="write every row here")
     parser.add_argument("--markdown", help="write the markdown table here")
-    parser.add_argument("--only", choices=["tokens", "feature_maps", "functions", "misc"], nargs="*")
+    parser.add_argument("--only", choices=["tokens", "feature_maps", "functions", "misc", "none"], nargs="*",
+                        help="run only these tables (none: only --sweep)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("benchmarks/ops.py needs a CUDA device", file=sys.stderr)
