@@ -220,7 +220,8 @@ def markdown(rows: list[Row]) -> str:
 
 def sweep(bw, quick) -> list[Row]:
     """Grid over the block-shape knobs: forward (tile, column block, warps) and backward (the same, and programs per
-    SM), on a large and a ViT-sized token matrix and a feature map; prints each stage's configurations by time."""
+    SM), on a large and a ViT-sized token matrix and a feature map; prints each stage's configurations by time.
+    The backward is timed as its launch alone (kernel and partial sums, against a 3-pass floor)."""
     import itertools
 
     from dyt_bench.ops import triton_squash
@@ -232,26 +233,28 @@ def sweep(bw, quick) -> list[Row]:
         x, a, w, b, dy = make_inputs(shape, torch.bfloat16, channel_dim)
         n_bytes = x.numel() * 2
         f = ours(channel_dim=channel_dim)
-        leaves = [x.clone().requires_grad_(), a.clone().requires_grad_(), w.clone().requires_grad_(),
-                  b.clone().requires_grad_()]
         results = {"fwd": [], "bwd": []}
         for stage in ("fwd", "bwd"):
-            grid = itertools.product([2048, 4096, 8192, 16384] if stage == "fwd" else [2048, 4096, 8192],
-                                     [256, 512, 1024, 2048] if channel_dim == -1 else [1024],
-                                     [4, 8, 16], [4] if stage == "fwd" else [2, 4, 8])
-            for tile, cols_cap, warps, pps in grid:
+            grid = itertools.product([2048, 4096, 8192] if stage == "fwd" else [2048, 4096, 8192],
+                                     [(512, "divisor"), (1024, "divisor"), (2048, "divisor"), (256, "cover"),
+                                      (1024, "cover"), (2048, "cover")],
+                                     [4, 8, 16], [4] if stage == "fwd" else [4, 8])
+            for tile, (cols_cap, mode), warps, pps in grid:
                 triton_squash.TUNING.update(defaults)
                 triton_squash.TUNING.update({f"{stage}_tile": tile, f"{stage}_max_cols_block": cols_cap,
-                                             f"{stage}_warps": warps, "programs_per_sm": pps})
-                label = f"tile={tile} cols<={cols_cap} warps={warps}" + (f" pps={pps}" if stage == "bwd" else "")
+                                             f"{stage}_cols_mode": mode, f"{stage}_warps": warps,
+                                             "programs_per_sm": pps})
+                label = (f"tile={tile} cols<={cols_cap} {mode} warps={warps}"
+                         + (f" pps={pps}" if stage == "bwd" else ""))
                 try:
                     if stage == "fwd":
                         with torch.no_grad():
                             ms = median_ms(lambda: f(x, a, w, b), quick)  # noqa: B023 (called at once)
                         floor = 2 * n_bytes / bw / 1e6
-                    else:
-                        ms = median_ms(lambda: f(*leaves).backward(dy), quick, grad_to_none=leaves)  # noqa: B023
-                        floor = 5 * n_bytes / bw / 1e6
+                    else:  # the backward launch alone (kernel + partial sums): 3 passes, no autograd engine
+                        bwd_args = (dy, x, a, w, None, "tanh", channel_dim % x.dim(), True, True, True, True, False)
+                        ms = median_ms(lambda: triton_squash._launch_backward(*bwd_args), quick)  # noqa: B023
+                        floor = 3 * n_bytes / bw / 1e6
                 except Exception as exc:  # e.g. out of shared memory / registers at one configuration
                     print(f"  {stage} {label}: failed ({type(exc).__name__})")
                     continue
@@ -269,11 +272,55 @@ def sweep(bw, quick) -> list[Row]:
     return rows
 
 
+def host_overhead(shape=(4096, 1024), calls: int = 300) -> None:
+    """CPU time per call (µs) of forward and forward + backward on a small tensor, where the host is the bottleneck,
+    for each DyT contender; then a cProfile of ours."""
+    import cProfile
+    import pstats
+    import time
+
+    x, a, w, b, dy = make_inputs(shape, torch.bfloat16, -1)
+    leaves = [x.clone().requires_grad_(), a.clone().requires_grad_(), w.clone().requires_grad_(),
+              b.clone().requires_grad_()]
+    print(f"host time per call, {'x'.join(map(str, shape))} bf16 (CPU clock, GPU synchronised once at the end):")
+    for name, impl in [("dyt ours (triton)", ours()), ("dyt eager", naive), ("dyt liger", liger())]:
+        if impl is None:
+            continue
+
+        def fwd_bwd(impl=impl):
+            impl(*leaves).backward(dy)
+            for t in leaves:
+                t.grad = None
+
+        def fwd(impl=impl):
+            with torch.no_grad():
+                impl(x, a, w, b)
+
+        for label, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
+            for _ in range(20):
+                fn()
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            torch.cuda.synchronize()
+            print(f"  {name:<20} {label:<8} {1e6 * (time.perf_counter() - start) / calls:8.1f} µs")
+    f = ours()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(100):
+        f(*leaves).backward(dy)
+    prof.disable()
+    torch.cuda.synchronize()
+    pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions per measurement")
     parser.add_argument("--sweep", action="store_true", help="also sweep the block-shape knobs")
     parser.add_argument("--json", help="write every row here")
+    parser.add_argument("--host", action="store_true", help="also measure host (CPU) time per call, and profile ours")
     parser.add_argument("--markdown", help="write the markdown table here")
     parser.add_argument("--only", choices=["tokens", "feature_maps", "functions", "misc", "none"], nargs="*",
                         help="run only these tables (none: only --sweep)")
@@ -348,6 +395,8 @@ def main(argv=None) -> int:
         rows.append(Row("non-contiguous", "50432x768 (slice of 50432x1536)", "bf16", "dyt ours (triton)", t_strided,
                         None, 100 * 2 * n_bytes / bw / 1e6 / t_strided, None, None, None,
                         f"contiguous: {t_contig:.4f} ms"))
+    if args.host:
+        host_overhead()
     if args.sweep:
         rows += sweep(bw, args.quick)
     table = markdown(rows)

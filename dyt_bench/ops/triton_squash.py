@@ -42,11 +42,13 @@ TUNING = {
     "fwd_tile": 8192,
     "fwd_warps": 8,
     "fwd_max_cols_block": 1024,
+    "fwd_cols_mode": "divisor",
     "fwd_block_r": None,
     "fwd_block_l": None,
     "bwd_tile": 4096,
     "bwd_warps": 8,
     "bwd_max_cols_block": 1024,
+    "bwd_cols_mode": "divisor",
     "bwd_block_r": None,
     "bwd_block_l": None,
     "programs_per_sm": 4,
@@ -280,19 +282,22 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _cols_block(cols: int, cap: int) -> int:
-    """Largest power of two ≤ the cap that divides ``cols`` when that is at least 64 (no masks), else a masked block."""
-    block = 1
-    while block < cap and cols % (block * 2) == 0:
-        block *= 2
-    if block >= 64:
-        return block
+def _cols_block(cols: int, cap: int, mode: str) -> int:
+    """Columns per tile. ``divisor``: the largest power of two ≤ cap dividing ``cols`` when that is at least 64 (no
+    masked lanes), else ``cover``: the power of two ≥ cols, capped (whole rows per tile, some lanes masked)."""
+    if mode == "divisor":
+        block = 1
+        while block < cap and cols % (block * 2) == 0:
+            block *= 2
+        if block >= 64:
+            return block
     return min(cap, _next_pow2(cols))
 
 
 def _blocks(rows: int, cols: int, stage: str) -> tuple[int, int]:
     """(BLOCK_R, BLOCK_L) of the ``stage`` ("fwd" or "bwd") kernel for a rows × cols matrix."""
-    block_l = TUNING[f"{stage}_block_l"] or _cols_block(cols, TUNING[f"{stage}_max_cols_block"])
+    block_l = TUNING[f"{stage}_block_l"] or _cols_block(cols, TUNING[f"{stage}_max_cols_block"],
+                                                         TUNING[f"{stage}_cols_mode"])
     block_r = TUNING[f"{stage}_block_r"] or max(1, min(TUNING[f"{stage}_tile"] // block_l, _next_pow2(rows)))
     return block_r, block_l
 
