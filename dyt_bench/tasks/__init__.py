@@ -2,6 +2,7 @@
 
 from .base import BenchTask, DivergenceConfig, OptimConfig
 from .classification import EmaConfig, ImageClassification, MixupConfig
+from .diffusion import DiffusionTask
 from .language import LanguageModeling
 
-__all__ = ["BenchTask", "DivergenceConfig", "EmaConfig", "ImageClassification", "LanguageModeling", "MixupConfig", "OptimConfig"]
+__all__ = ["BenchTask", "DiffusionTask", "DivergenceConfig", "EmaConfig", "ImageClassification", "LanguageModeling", "MixupConfig", "OptimConfig"]
