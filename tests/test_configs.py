@@ -29,7 +29,15 @@ LANGUAGE_SMALL = ["--data.max_files", "4", "--data.seq_len", "32", "--model.max_
                   "--model.num_heads", "2", "--trainer.precision", "32"]
 
 
+DIFFUSION_SMALL = ["--model.depth", "1", "--model.hidden_size", "32", "--model.num_heads", "2",
+                   "--model.sampling.steps", "2", "--model.sampling.batch_size", "4", "--model.fid.num_samples", "4",
+                   "--model.fid.feature_extractor", "random_cnn", "--model.grid.num_images", "4",
+                   "--data.batch_size", "4", "--data.eval_batch_size", "4", "--model.ema", "null"]
+
+
 def _shrink(config: str) -> list[str]:
+    if os.sep + "diffusion" + os.sep in config and os.path.basename(config) != "tiny.yaml":
+        return DIFFUSION_SMALL + (ON_SYNTHETIC if "cifar" in os.path.basename(config) else [])
     if os.sep + "cifar" + os.sep in config:
         return ON_SYNTHETIC
     if os.sep + "language" + os.sep in config:
@@ -57,10 +65,16 @@ def test_cluster_config_parses(config, capsys):
         assert printed["trainer"]["strategy"] == "fsdp" and printed["trainer"]["precision"] == "bf16-mixed"
         assert model["norm"]["kind"] in ("rmsnorm", "dyt") and model["vocab_size"] == 32000
         return
+    if os.sep + "diffusion" + os.sep in config:  # DiT's recipe: constant 1e-4, no weight decay, no warmup; FID-50K
+        assert model["norm"]["kind"] == "layernorm" and model["vae"] and model["fid"]["test_num_samples"] == 50000
+        assert (model["optim"]["lr"], model["optim"]["weight_decay"], model["optim"]["warmup_steps"],
+                model["optim"]["schedule"]) == (1e-4, 0.0, 0, "constant")
+        assert model["sampling"]["steps"] == 250 and model["sampling"]["method"] == "ddpm"
+        return
     assert model["norm"]["kind"] in ("layernorm", "batchnorm")  # the baseline; DyT is one override
     assert model["optim"]["lr"] == 0.004 and model["optim"]["lr_base_batch"] == 4096
     assert printed["data"]["init_args"]["source"] == "imagefolder"
 
 
 def test_there_are_configs():
-    assert len(RUN_CONFIGS) >= 10 and len(PARSE_ONLY) == 7 + 4
+    assert len(RUN_CONFIGS) >= 10 and len(PARSE_ONLY) == 7 + 4 + 4  # image, language, diffusion

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_trainer
 from scipy.stats import norm as scipy_norm
 from sklearn.datasets import load_digits
 from torch import nn
@@ -17,8 +18,6 @@ from dyt_bench.models.dit import DIT_NAMES, build_dit, parse_dit_name, sincos_2d
 from dyt_bench.norms import SquashNorm
 from dyt_bench.results import read_result
 from dyt_bench.tasks.diffusion import DiffusionTask, FidConfig, RandomConvFeatures, build_fid_metric
-
-from helpers import tiny_trainer
 
 TINY = dict(model="DiT-S/4", depth=2, hidden_size=32, num_heads=2, img_size=16, in_chans=1, num_classes=10)
 

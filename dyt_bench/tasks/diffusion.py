@@ -84,7 +84,8 @@ class FidConfig:
     extractor (and a hash of its weights) produced them: FIDs from different extractors are not comparable.
     ``num_samples``: generated images per evaluation (the paper protocol: 50,000); ``test_num_samples`` at test
     (default: the same). Real images: the validation / test set, at most ``num_real`` (null: all batches seen).
-    ``every_n_epochs``: validation computes FID (and saves a grid) in epochs 0, n, 2n, …; test always does.
+    ``every_n_epochs``: validation computes FID (and saves a grid) in epochs n, 2n, … (counted from 1, as
+    ``trainer.check_val_every_n_epoch`` counts); test always does.
     ``enabled: false`` skips FID (grids are still saved).
     """
 
@@ -467,7 +468,7 @@ class DiffusionTask(BenchTask):
     def _fid_due(self, stage: str) -> bool:
         if self._trainer is not None and self.trainer.sanity_checking:
             return False
-        return stage == "test" or self.current_epoch % self.fid_config.every_n_epochs == 0
+        return stage == "test" or (self.current_epoch + 1) % self.fid_config.every_n_epochs == 0
 
     def _eval_step(self, batch, batch_idx: int, stage: str) -> None:
         images, labels = batch
