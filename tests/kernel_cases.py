@@ -8,6 +8,7 @@ before Triton compiles anything). Run it directly with ``TRITON_INTERPRET=1 pyth
 from __future__ import annotations
 
 import os
+import zlib
 
 import pytest
 import torch
@@ -84,13 +85,33 @@ SHAPES = [  # (shape, channel_dim): tokens with C a power of two and not, featur
 @pytest.mark.parametrize("fn", FUNCTIONS)
 @pytest.mark.parametrize("shape, channel_dim", SHAPES)
 def test_float32_matches_float64(fn, shape, channel_dim):
-    x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=hash((fn, shape)) % 1000, shift=fn == "erf")
+    x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=zlib.crc32(f"{fn}{shape}".encode()), shift=fn == "erf")
     grads_of = ["x", "alpha", "weight", "bias"] + (["shift"] if s is not None else [])
     y64, g64 = float64_grads(x, a, w, b, s, dy, fn, channel_dim, grads_of)
     y, g = run_kernel(x, a, w, b, s, dy, fn, channel_dim, grads_of, torch.float32, torch.float32)
     assert rel_err(y, y64) <= 1e-5
     for k in grads_of:
-        assert rel_err(g[k], g64[k]) <= 1e-5, k
+        if k in ("alpha", "shift"):
+            assert_scalar_reduction_close(g[k], g64[k], x, a, w, s, dy, fn, channel_dim, k)
+        else:
+            assert rel_err(g[k], g64[k]) <= 1e-5, k
+
+
+def assert_scalar_reduction_close(got, ref, x, a, w, s, dy, fn, channel_dim, name):
+    """dα and dshift are sums over every element of terms of both signs, so their value can be far smaller than the
+    terms (cancellation). They must be within 1e-5 relative, or within 1e-6 of the sum of |terms| (float32 summation
+    of n terms is exact to about log2(n) · 6e-8 of that sum)."""
+    err = abs(got.double().cpu().item() - ref.item())
+    if err <= 1e-5 * abs(ref.item()):
+        return
+    z = (a * x + (s if s is not None else 0)).requires_grad_()
+    from dyt_bench.ops.reference import _squash
+
+    (slope,) = torch.autograd.grad(_squash(z, fn).sum(), [z])
+    shape = [1] * x.dim()
+    shape[channel_dim] = -1
+    terms = dy * w.view(shape) * slope * (x if name == "alpha" else 1)
+    assert err <= 1e-6 * terms.abs().sum().item(), (name, err, ref.item(), terms.abs().sum().item())
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

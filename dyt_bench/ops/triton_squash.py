@@ -36,24 +36,37 @@ from dyt_bench.ops.reference import ALL_FUNCTIONS, check_squash_args
 FUSED_FUNCTIONS = ALL_FUNCTIONS  # tanh, hardtanh, sigmoid, identity, erf
 _FN_CODE = {name: i for i, name in enumerate(FUSED_FUNCTIONS)}
 
-# Tuning knobs of the block-shape heuristic (elements per tile, warps); benchmarks/ops.py can sweep them.
-# ``*_block_r`` / ``*_block_l`` force a block shape (None: the heuristic picks it from the tile size).
+# Block-shape heuristic, from the sweep in benchmarks/ops.py on an H100 (docs/benchmarks.md): forward tiles of 2048
+# elements covering whole rows up to 2048 columns; backward tiles of 2048 elements, channels-last with a column
+# block dividing C (≤ 1024), channels-first with 256-column blocks; 4 programs per SM in the backward.
+# Any knob set to a value here overrides the heuristic (None: per-layout default), for sweeps.
 TUNING = {
-    "fwd_tile": 8192,
-    "fwd_warps": 8,
-    "fwd_max_cols_block": 1024,
-    "fwd_cols_mode": "divisor",
+    "fwd_tile": 2048,
+    "fwd_warps": None,  # channels-last: 8 when a tile spans ≥ 2048 columns, else 4; channels-first: 4
+    "fwd_max_cols_block": 2048,
+    "fwd_cols_mode": "cover",
     "fwd_block_r": None,
     "fwd_block_l": None,
-    "bwd_tile": 4096,
-    "bwd_warps": 8,
-    "bwd_max_cols_block": 1024,
-    "bwd_cols_mode": "divisor",
+    "bwd_tile": 2048,
+    "bwd_warps": None,  # channels-last 4, channels-first 8
+    "bwd_max_cols_block": None,  # channels-last 1024, channels-first 256
+    "bwd_cols_mode": None,  # channels-last divisor, channels-first cover
     "bwd_block_r": None,
     "bwd_block_l": None,
     "programs_per_sm": 4,
     "min_iters_per_program": 4,
 }
+_LAYOUT_DEFAULTS = {
+    ("bwd_max_cols_block", True): 1024, ("bwd_max_cols_block", False): 256,
+    ("bwd_cols_mode", True): "divisor", ("bwd_cols_mode", False): "cover",
+    ("bwd_warps", True): 4, ("bwd_warps", False): 8,
+}
+
+
+def _knob(name: str, channels_last: bool):
+    value = TUNING[name]
+    return _LAYOUT_DEFAULTS.get((name, channels_last)) if value is None else value
+
 
 _INT32_LIMIT = 2**31 - 1
 
@@ -294,12 +307,15 @@ def _cols_block(cols: int, cap: int, mode: str) -> int:
     return min(cap, _next_pow2(cols))
 
 
-def _blocks(rows: int, cols: int, stage: str) -> tuple[int, int]:
-    """(BLOCK_R, BLOCK_L) of the ``stage`` ("fwd" or "bwd") kernel for a rows × cols matrix."""
-    block_l = TUNING[f"{stage}_block_l"] or _cols_block(cols, TUNING[f"{stage}_max_cols_block"],
-                                                         TUNING[f"{stage}_cols_mode"])
+def _blocks(rows: int, cols: int, stage: str, channels_last: bool) -> tuple[int, int, int]:
+    """(BLOCK_R, BLOCK_L, num_warps) of the ``stage`` ("fwd" or "bwd") kernel for a rows × cols matrix."""
+    block_l = TUNING[f"{stage}_block_l"] or _cols_block(cols, _knob(f"{stage}_max_cols_block", channels_last),
+                                                         _knob(f"{stage}_cols_mode", channels_last))
     block_r = TUNING[f"{stage}_block_r"] or max(1, min(TUNING[f"{stage}_tile"] // block_l, _next_pow2(rows)))
-    return block_r, block_l
+    warps = _knob(f"{stage}_warps", channels_last)
+    if warps is None:  # forward default
+        warps = 8 if channels_last and block_l >= 2048 else 4
+    return block_r, block_l, warps
 
 
 _SM_COUNT: dict[int, int] = {}
@@ -352,7 +368,7 @@ def _launch_forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, f
     y = torch.empty_like(xv)
     if x.numel() == 0:
         return y
-    block_r, block_l = _blocks(rows, cols, "fwd")
+    block_r, block_l, warps = _blocks(rows, cols, "fwd", channels_last)
     grid = (triton.cdiv(rows, block_r), triton.cdiv(cols, block_l))
     if grid[1] > 65535:
         raise ValueError(f"squash_affine (Triton): {cols} elements per row is beyond the grid limit; use impl='eager'")
@@ -362,7 +378,7 @@ def _launch_forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, f
         BLOCK_R=block_r, BLOCK_L=block_l, CHANNELS_LAST=channels_last, FN=_FN_CODE[fn],
         HAS_W=weight is not None, HAS_B=bias is not None, HAS_S=shift is not None,
         INT64=x.numel() > _INT32_LIMIT, EVEN=(rows % block_r == 0 and cols % block_l == 0),
-        num_warps=TUNING["fwd_warps"],
+        num_warps=warps,
     )
     return y
 
@@ -374,12 +390,12 @@ def _launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need
     dx = torch.empty_like(xv) if need_dx else xv.new_empty(0)
     if x.numel() == 0:
         return dx, torch.zeros(4, channels, device=x.device, dtype=torch.float32)
-    block_r, block_l = _blocks(rows, cols, "bwd")
+    block_r, block_l, warps = _blocks(rows, cols, "bwd", channels_last)
     target = _sm_count(x.device) * TUNING["programs_per_sm"]
     min_iters = TUNING["min_iters_per_program"]
     flags = dict(BLOCK_R=block_r, BLOCK_L=block_l, FN=_FN_CODE[fn], HAS_W=weight is not None, HAS_S=shift is not None,
                  NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db, NEED_DA=need_da, NEED_DS=need_ds,
-                 INT64=x.numel() > _INT32_LIMIT, num_warps=TUNING["bwd_warps"])
+                 INT64=x.numel() > _INT32_LIMIT, num_warps=warps)
     w_arg = weight if weight is not None else xv
     s_arg = shift if shift is not None else alpha
     dx_arg = dx if need_dx else xv
