@@ -3,6 +3,9 @@
 from .base import BenchTask, DivergenceConfig, OptimConfig
 from .classification import EmaConfig, ImageClassification, MixupConfig
 from .diffusion import DiffusionTask
+from .dna import DNAClassification, DNAPretraining
 from .language import LanguageModeling
+from .speech import SpeechPretraining
 
-__all__ = ["BenchTask", "DiffusionTask", "DivergenceConfig", "EmaConfig", "ImageClassification", "LanguageModeling", "MixupConfig", "OptimConfig"]
+__all__ = ["BenchTask", "DiffusionTask", "DNAClassification", "DNAPretraining", "DivergenceConfig", "EmaConfig", "ImageClassification", "LanguageModeling", "MixupConfig", "OptimConfig",
+           "SpeechPretraining"]
