@@ -1,0 +1,229 @@
+"""DiT with LayerNorm vs DyT: training-step throughput on synthetic latents, and a short LN-vs-DyT training on digits.
+
+    python benchmarks/dit_step.py throughput                       # DiT-B/4, 32×32×4 synthetic latents, batch 256
+    python benchmarks/dit_step.py throughput --model DiT-L/2 --batch 64 --precision fp32
+    python benchmarks/dit_step.py digits                           # DiT-S/2 on 32×32 digits, LN then DyT, with FID
+    python benchmarks/dit_step.py throughput --smoke               # tiny shapes on CPU: checks the script runs
+    python benchmarks/dit_step.py digits --smoke
+
+``throughput``: each step is a full DiT training step — noise, hybrid loss (L_simple + L_vlb), backward, AdamW —
+on random latents with random labels and timesteps, after warm-up steps, for LayerNorm, DyT through the fused Triton
+op, and DyT eager, in one process. ``digits``: runs ``configs/diffusion/dit_s2_digits.yaml`` once with LayerNorm and
+once with DyT (each in its own process, same seed and budget), then tabulates loss, FID (the same offline extractor
+for both), steps/s and the sample grids, and plots the training-loss curves. Prints markdown tables (``--output``
+also writes them to a file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gc
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dyt_bench.models.diffusion import GaussianDiffusion  # noqa: E402
+from dyt_bench.models.dit import build_dit  # noqa: E402
+from dyt_bench.norms import NormSpec, replace_norms  # noqa: E402
+from dyt_bench.ops import triton_available  # noqa: E402
+
+
+def environment() -> str:
+    import lightning
+    import timm
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    return (f"device: {device}; torch {torch.__version__}, CUDA {torch.version.cuda}, lightning {lightning.__version__}, "
+            f"timm {timm.__version__}, triton available: {triton_available()}; python {platform.python_version()}")
+
+
+# --- throughput ------------------------------------------------------------------------------------------------------
+def measure_step(model_name: str, spec: NormSpec, batch: int, latent: int, channels: int, steps: int, warmup: int,
+                 precision: str, device: str, overrides: dict) -> tuple[float, float]:
+    """(training steps per second, peak GiB) of ``model_name`` with the norm ``spec``."""
+    torch.manual_seed(0)
+    net = build_dit(model_name, input_size=latent, in_channels=channels, num_classes=1000, **overrides)
+    replace_norms(net, spec)
+    net = net.to(device).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0, fused=device == "cuda")
+    diffusion = GaussianDiffusion.linear(1000)
+    x = torch.randn(batch, channels, latent, latent, device=device)
+    y = torch.randint(0, 1000, (batch,), device=device)
+    def step():
+        t = torch.randint(0, 1000, (batch,), device=device)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = diffusion.training_losses(lambda xt, tt: net(xt, tt, y), x, t)["loss"].mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(warmup):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elapsed = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+    return steps / elapsed, peak
+
+
+def run_throughput(args) -> str:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    overrides = {}
+    if args.smoke:
+        args.model, args.batch, args.latent, args.steps, args.warmup = "DiT-S/4", 4, 8, 2, 1
+        overrides = {"depth": 1, "hidden_size": 64, "num_heads": 2}
+        args.precision = "fp32"
+    elif device != "cuda":
+        raise SystemExit("the throughput benchmark needs a CUDA GPU (use --smoke to check the script on CPU)")
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    variants = [("layernorm", NormSpec("layernorm"))]
+    if device == "cuda" and triton_available():
+        variants.append(("dyt-triton", NormSpec("dyt", impl="triton")))
+    variants.append(("dyt-eager", NormSpec("dyt", impl="eager")))
+    rows, base = [], None
+    for label, spec in variants:
+        print(f"{args.model} {label} ...", flush=True)
+        steps_s, peak = measure_step(args.model, spec, args.batch, args.latent, args.channels, args.steps,
+                                     args.warmup, args.precision, device, overrides)
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        base = base or steps_s
+        rows.append(f"| {args.model} | {label} | {steps_s:.2f} | {steps_s * args.batch:.0f} | {steps_s / base:.3f} | "
+                    f"{peak:.1f} |")
+    return "\n".join([
+        f"DiT training step (hybrid loss, AdamW), synthetic {args.latent}×{args.latent}×{args.channels} latents, "
+        f"batch {args.batch}, {args.precision}, {args.steps} timed steps after {args.warmup} warm-up"
+        + (" — SMOKE (tiny shapes, not a measurement)" if args.smoke else ""),
+        environment(), "",
+        "| model | norm | steps/s | images/s | vs LayerNorm | peak GiB |",
+        "|---|---|---|---|---|---|", *rows])
+
+
+# --- digits LN vs DyT ------------------------------------------------------------------------------------------------
+SMOKE_DIGITS = ["--trainer.max_steps", "12", "--trainer.val_check_interval", "12", "--model.depth", "1",
+                "--model.hidden_size", "32", "--model.num_heads", "2", "--model.sampling.steps", "5",
+                "--model.sampling.batch_size", "32", "--model.fid.num_samples", "32", "--model.grid.num_images", "16",
+                "--model.grid.nrow", "4", "--data.batch_size", "32", "--data.eval_batch_size", "64",
+                "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "2"]
+
+
+def read_curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of a logged metric from a CSVLogger metrics.csv."""
+    out = []
+    for path in glob.glob(str(run_dir / "**" / "metrics.csv"), recursive=True):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get(key):
+                    out.append((int(row["step"]), float(row[key])))
+    return sorted(out)
+
+
+def run_digits(args) -> str:
+    out = Path(args.out)
+    kinds = args.kinds
+    results = {}
+    for kind in kinds:
+        run_dir = out / kind
+        cmd = [sys.executable, "-c", "from dyt_bench.cli import main; main()", "fit", "--config", args.config,
+               "--model.norm.kind", kind, "--trainer.default_root_dir", str(run_dir),
+               "--trainer.logger.init_args.save_dir", str(run_dir), "--trainer.enable_progress_bar", "false",
+               "--seed_everything", str(args.seed)]
+        if args.max_steps:
+            cmd += ["--trainer.max_steps", str(args.max_steps)]
+        if args.smoke:
+            cmd += SMOKE_DIGITS
+        print("$ " + " ".join(cmd[3:]), flush=True)
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        (result_path,) = sorted(glob.glob(str(run_dir / "**" / "result.json"), recursive=True))[-1:]
+        result = json.loads(Path(result_path).read_text())
+        results[kind] = (run_dir, result, time.perf_counter() - start)
+    lines = [f"DiT on digits 32×32 (pixel space), LN vs DyT, config {args.config}"
+             + (" — SMOKE (tiny model, a few steps: not a measurement)" if args.smoke else ""), environment(), "",
+             "| norm | status | steps | final train loss | val loss | val FID (by step) | FID extractor | steps/s | "
+             "wall s | sample grids |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for kind, (run_dir, result, wall) in results.items():
+        fids = read_curve(run_dir, "val/fid")
+        train = read_curve(run_dir, "train/loss")
+        extractor = result["config"].get("model", {}).get("init_args", {}).get("fid_extractor") \
+            or result["config"].get("fid_extractor") or {}
+        grids = sorted(glob.glob(str(run_dir / "**" / "samples" / "*.png"), recursive=True))
+        fid_text = ", ".join(f"{v:.4g}@{s}" for s, v in fids) or "–"
+        lines.append(
+            f"| {kind} | {result['status']} | {result['steps']} | {train[-1][1] if train else float('nan'):.4f} | "
+            f"{result['metrics_final'].get('val/loss', float('nan')):.4f} | {fid_text} | {extractor.get('id', '?')} | "
+            f"{result['throughput'].get('train_steps_per_s', float('nan')):.2f} | {wall:.0f} | "
+            f"{os.path.relpath(grids[-1], ROOT) if grids else '–'} |")
+    plot = out / "digits_loss_curves.png"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for kind, (run_dir, _, _) in results.items():
+            curve = read_curve(run_dir, "train/loss")
+            if curve:
+                ax.plot([s for s, _ in curve], [v for _, v in curve], label=kind)
+        ax.set_xlabel("step")
+        ax.set_ylabel("train loss (L_simple + L_vlb)")
+        ax.set_yscale("log")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(plot, dpi=120)
+        lines += ["", f"loss curves: {os.path.relpath(plot, ROOT)}"]
+    except ImportError:
+        lines += ["", "(matplotlib missing: no loss-curve plot)"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    tp = sub.add_parser("throughput", help="train-step throughput, LN vs DyT (Triton, eager)")
+    tp.add_argument("--model", default="DiT-B/4")
+    tp.add_argument("--batch", type=int, default=256)
+    tp.add_argument("--latent", type=int, default=32, help="latent side (256×256 images → 32)")
+    tp.add_argument("--channels", type=int, default=4)
+    tp.add_argument("--steps", type=int, default=30)
+    tp.add_argument("--warmup", type=int, default=10)
+    tp.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    dg = sub.add_parser("digits", help="DiT-S/2 on digits: LN vs DyT training with FID")
+    dg.add_argument("--config", default="configs/diffusion/dit_s2_digits.yaml")
+    dg.add_argument("--kinds", nargs="+", default=["layernorm", "dyt"])
+    dg.add_argument("--max-steps", type=int, default=None, help="override the config's budget")
+    dg.add_argument("--seed", type=int, default=0)
+    dg.add_argument("--out", default="runs/dit_digits_bench")
+    for p in (tp, dg):
+        p.add_argument("--smoke", action="store_true", help="tiny shapes, CPU is fine: checks that the script runs")
+        p.add_argument("--output", help="also write the markdown table here")
+    args = parser.parse_args()
+    table = run_throughput(args) if args.mode == "throughput" else run_digits(args)
+    print("\n" + table)
+    if args.output:
+        Path(args.output).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
