@@ -138,6 +138,12 @@ def read_curve(run_dir: Path, key: str) -> list[tuple[int, float]]:
     return sorted(out)
 
 
+def _show(path: str | Path) -> str:
+    """A path relative to the repository when it is inside it, else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def run_digits(args) -> str:
     out = Path(args.out)
     kinds = args.kinds
@@ -165,15 +171,14 @@ def run_digits(args) -> str:
     for kind, (run_dir, result, wall) in results.items():
         fids = read_curve(run_dir, "val/fid")
         train = read_curve(run_dir, "train/loss")
-        extractor = result["config"].get("model", {}).get("init_args", {}).get("fid_extractor") \
-            or result["config"].get("fid_extractor") or {}
+        extractor = result["config"].get("fid_extractor") or {}
         grids = sorted(glob.glob(str(run_dir / "**" / "samples" / "*.png"), recursive=True))
         fid_text = ", ".join(f"{v:.4g}@{s}" for s, v in fids) or "–"
         lines.append(
             f"| {kind} | {result['status']} | {result['steps']} | {train[-1][1] if train else float('nan'):.4f} | "
             f"{result['metrics_final'].get('val/loss', float('nan')):.4f} | {fid_text} | {extractor.get('id', '?')} | "
             f"{result['throughput'].get('train_steps_per_s', float('nan')):.2f} | {wall:.0f} | "
-            f"{os.path.relpath(grids[-1], ROOT) if grids else '–'} |")
+            f"{_show(grids[-1]) if grids else '–'} |")
     plot = out / "digits_loss_curves.png"
     try:
         import matplotlib
@@ -192,7 +197,7 @@ def run_digits(args) -> str:
         ax.legend()
         fig.tight_layout()
         fig.savefig(plot, dpi=120)
-        lines += ["", f"loss curves: {os.path.relpath(plot, ROOT)}"]
+        lines += ["", f"loss curves: {_show(plot)}"]
     except ImportError:
         lines += ["", "(matplotlib missing: no loss-curve plot)"]
     return "\n".join(lines)

@@ -378,7 +378,12 @@ def test_fit_on_digits_writes_grid_fid_and_result(tmp_path):
     assert result.status == "completed" and result.task == "diffusion"
     assert result.model == "DiT-S/4(depth=2,hidden=32,heads=2)" and result.norm["kind"] == "dyt"
     assert "val/fid" in result.metrics_best and math.isfinite(result.metrics_best["val/fid"])
-    assert result.config["model"]["fid_extractor"]["id"].startswith("random_cnn-d64-seed0-")
+    assert result.config["fid_extractor"]["id"].startswith("random_cnn-d64-seed0-")
+    assert result.config["data"]["source"] == "digits"
+    # a checkpoint of the task loads back (its hyperparameters are the constructor's arguments)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    loaded = DiffusionTask.load_from_checkpoint(tmp_path / "last.ckpt", weights_only=False)  # our own file
+    torch.testing.assert_close(loaded.net.blocks[0].norm1.alpha, task.net.blocks[0].norm1.alpha)
     grids = sorted(glob.glob(str(tmp_path / "samples" / "*.png")))
     assert [os.path.basename(g).split("_")[0] for g in grids] == ["test", "val"]
     from PIL import Image

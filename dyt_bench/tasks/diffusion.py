@@ -376,10 +376,13 @@ class DiffusionTask(BenchTask):
             self._aux["fid"] = metric
             self.fid_extractor = info
             rank_zero_info(f"FID feature extractor: {info['name']} [{info['id']}]")
-            # results say which extractor produced their FID: FIDs of different extractors are never comparable
-            self.hparams["fid_extractor"] = info
-            if self.run_config is not None:
-                self.run_config["fid_extractor"] = info
+            # results say which extractor produced their FID: FIDs of different extractors are never comparable.
+            # (Not in hparams: those are the constructor's arguments when a checkpoint is loaded.)
+            if self.run_config is None:  # built outside the CLI: the config the result writer would record
+                self.run_config = {"model": dict(self.hparams)}
+                if dm is not None:
+                    self.run_config["data"] = dict(getattr(dm, "hparams", {}))
+            self.run_config["fid_extractor"] = info
 
     @staticmethod
     def _load_vae(path: str) -> nn.Module:
