@@ -259,7 +259,7 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def sweep(bw, quick) -> list[Row]:
+def sweep(bw, quick, wide: bool = False) -> list[Row]:
     """Grid over the block-shape knobs: forward (tile, column block, warps) and backward (the same, and programs per
     SM), on a large and a ViT-sized token matrix and a feature map; prints each stage's configurations by time.
     The backward is timed as its launch alone (kernel and partial sums, against a 3-pass floor)."""
@@ -269,17 +269,19 @@ def sweep(bw, quick) -> list[Row]:
 
     defaults = dict(triton_squash.TUNING)
     shapes = [((32768, 4096), -1), ((50432, 768), -1), ((128, 256, 56, 56), 1)]
+    if wide:  # forward only, column blocks up to whole rows of the widest shapes
+        shapes = [((16384, 8192), -1), ((32768, 4096), -1)]
     rows = []
     for shape, channel_dim in shapes:
         x, a, w, b, dy = make_inputs(shape, torch.bfloat16, channel_dim)
         n_bytes = x.numel() * 2
         f = ours(channel_dim=channel_dim)
         results = {"fwd": [], "bwd": []}
-        for stage in ("fwd", "bwd"):
-            grid = itertools.product([2048, 4096, 8192] if stage == "fwd" else [2048, 4096, 8192],
-                                     [(512, "divisor"), (1024, "divisor"), (2048, "divisor"), (256, "cover"),
-                                      (1024, "cover"), (2048, "cover")],
-                                     [4, 8, 16], [4] if stage == "fwd" else [4, 8])
+        for stage in ("fwd",) if wide else ("fwd", "bwd"):
+            cols_options = ([(2048, "cover"), (4096, "cover"), (8192, "cover")] if wide else
+                            [(512, "divisor"), (1024, "divisor"), (2048, "divisor"), (256, "cover"), (1024, "cover"),
+                             (2048, "cover")])
+            grid = itertools.product([2048, 4096, 8192], cols_options, [4, 8, 16], [4] if stage == "fwd" else [4, 8])
             for tile, (cols_cap, mode), warps, pps in grid:
                 triton_squash.TUNING.update(defaults)
                 triton_squash.TUNING.update({f"{stage}_tile": tile, f"{stage}_max_cols_block": cols_cap,
@@ -360,6 +362,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions per measurement")
     parser.add_argument("--sweep", action="store_true", help="also sweep the block-shape knobs")
+    parser.add_argument("--sweep-wide", action="store_true", help="sweep forward column blocks up to 8192 (wide C)")
     parser.add_argument("--json", help="write every row here")
     parser.add_argument("--host", action="store_true", help="also measure host (CPU) time per call, and profile ours")
     parser.add_argument("--markdown", help="write the markdown table here")
@@ -440,6 +443,8 @@ def main(argv=None) -> int:
         host_overhead()
     if args.sweep:
         rows += sweep(bw, args.quick)
+    if args.sweep_wide:
+        rows += sweep(bw, args.quick, wide=True)
     table = markdown(rows)
     print("\n" + table)
     if args.markdown:
