@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import statistics
 import sys
 
@@ -80,8 +81,8 @@ def time_cuda(fn, steps: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def measure(model: nn.Module, embeds: torch.Tensor, steps: int, warmup: int) -> tuple[float, float]:
-    """(train step ms, forward ms) of ``model`` on ``embeds``."""
+def measure(model: nn.Module, embeds: torch.Tensor, steps: int, warmup: int):
+    """(train step ms, forward ms, (Triton norm kernels ms, GEMM ms) of one profiled step) of ``model``."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
 
     def train_step():
@@ -94,15 +95,30 @@ def measure(model: nn.Module, embeds: torch.Tensor, steps: int, warmup: int) -> 
         with torch.no_grad():
             model(inputs_embeds=embeds)
 
-    result = time_cuda(train_step, steps, warmup), time_cuda(forward, steps, warmup)
-    if PROFILE:
-        from torch.profiler import ProfilerActivity, profile
+    return time_cuda(train_step, steps, warmup), time_cuda(forward, steps, warmup), profile_step(train_step)
 
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            train_step()
-            torch.cuda.synchronize()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
-    return result
+
+NORM_KERNELS = re.compile(r"_fwd_kernel|_bwd_channels_(last|first)_kernel|_dyt_(fwd|bwd)_kernel")
+GEMM_KERNELS = re.compile(r"nvjet|gemm|cutlass", re.IGNORECASE)
+
+
+def profile_step(train_step) -> tuple[float | None, float]:
+    """GPU ms of one train step spent in the Triton norm kernels (ours, Liger's; None when there are none, as for the
+    eager variants whose element-wise kernels cannot be told apart) and in matrix multiplications."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        train_step()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    if PROFILE:
+        print(events.table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=60))
+
+    def total(pattern):
+        return sum(e.device_time_total for e in events if pattern.search(e.key)) / 1e3
+
+    norm = total(NORM_KERNELS)
+    return (norm if norm > 0 else None), total(GEMM_KERNELS)
 
 
 PROFILE = False
@@ -118,6 +134,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seq", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every variant (median)")
     parser.add_argument("--markdown", help="also write the table here")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one train step")
     args = parser.parse_args(argv)
@@ -136,31 +153,43 @@ def main(argv=None) -> int:
     }
     gen = torch.Generator(device="cuda").manual_seed(0)
     embeds = torch.randn(args.batch, args.seq, args.hidden, device="cuda", generator=gen).to(torch.bfloat16)
-    rows = []
-    for name, make in variants.items():
-        model = copy.deepcopy(base)
-        try:
-            replaced = swap_norms(model, make) if make is not None else 0
-        except ImportError as exc:
-            print(f"{name}: skipped ({exc})")
-            continue
-        model = model.cuda().to(torch.bfloat16).train()
-        train_ms, fwd_ms = measure(model, embeds, args.steps, args.warmup)
-        peak = torch.cuda.max_memory_allocated() / 2**30
-        rows.append((name, replaced, train_ms, fwd_ms, peak))
-        print(f"{name:<24} norms replaced {replaced:3d}  train step {train_ms:8.2f} ms  forward {fwd_ms:7.2f} ms  "
-              f"peak {peak:5.1f} GiB", flush=True)
-        del model
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+    results: dict[str, list] = {name: [] for name in variants}
+    for rep in range(args.repeats):  # variants interleaved, so slow drifts of the card hit all of them alike
+        for name, make in variants.items():
+            model = copy.deepcopy(base)
+            try:
+                replaced = swap_norms(model, make) if make is not None else 0
+            except ImportError as exc:
+                print(f"{name}: skipped ({exc})")
+                continue
+            model = model.cuda().to(torch.bfloat16).train()
+            train_ms, fwd_ms, (norm_ms, gemm_ms) = measure(model, embeds, args.steps, args.warmup)
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            results[name].append((replaced, train_ms, fwd_ms, norm_ms, gemm_ms, peak))
+            print(f"[{rep + 1}/{args.repeats}] {name:<24} norms {replaced:3d}  train step {train_ms:8.2f} ms  forward "
+                  f"{fwd_ms:7.2f} ms  Triton norm kernels {norm_ms if norm_ms is not None else float('nan'):6.2f} ms"
+                  f"  GEMMs {gemm_ms:6.2f} ms  peak {peak:5.1f} GiB", flush=True)
+            del model
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def med(values):
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else None
+
+    rows = [(name, r[0][0], med([x[1] for x in r]), med([x[2] for x in r]), med([x[3] for x in r]),
+             med([x[4] for x in r])) for name, r in results.items() if r]
     floor = next((r for r in rows if r[0].startswith("Identity")), None)
     lines = [f"LLaMA stack: {args.layers} layers, hidden {args.hidden}, {args.heads} heads, batch {args.batch} × "
-             f"{args.seq} tokens, bf16, {torch.cuda.get_device_name(0)}, torch {torch.__version__}", "",
-             "| norm | train step ms | vs Identity | forward ms | vs Identity |", "|---|---|---|---|---|"]
-    for name, _, train_ms, fwd_ms, _ in rows:
+             f"{args.seq} tokens, bf16, {torch.cuda.get_device_name(0)}, torch {torch.__version__}; median of "
+             f"{args.repeats} interleaved repeats of {args.steps} steps", "",
+             "| norm | train step ms | vs Identity | forward ms | vs Identity | Triton norm kernels ms / step "
+             "| GEMMs ms / step |", "|---|---|---|---|---|---|---|"]
+    for name, _, train_ms, fwd_ms, norm_ms, gemm_ms in rows:
         rel_t = f"{100 * (train_ms / floor[2] - 1):+.1f}%" if floor else "—"
         rel_f = f"{100 * (fwd_ms / floor[3] - 1):+.1f}%" if floor else "—"
-        lines.append(f"| {name} | {train_ms:.2f} | {rel_t} | {fwd_ms:.2f} | {rel_f} |")
+        norm = f"{norm_ms:.2f}" if norm_ms is not None else "—"
+        lines.append(f"| {name} | {train_ms:.2f} | {rel_t} | {fwd_ms:.2f} | {rel_f} | {norm} | {gemm_ms:.2f} |")
     table = "\n".join(lines)
     print("\n" + table)
     if args.markdown:
