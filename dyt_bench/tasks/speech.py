@@ -32,6 +32,14 @@ def gumbel_temperature(step: int, start: float, end: float, decay: float) -> flo
     return max(start * decay**step, end)
 
 
+def linear_warmup_decay(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> float:
+    """Learning-rate multiplier: linear warmup from 0, then linear decay to ``min_lr_ratio`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1 - min_lr_ratio) * (1 - progress)
+
+
 def perplexity(probs: torch.Tensor) -> torch.Tensor:
     """Sum over codebook groups of exp(entropy) of the mean distribution; ``probs`` is (N, groups, entries)."""
     mean = probs.mean(dim=0)
@@ -56,6 +64,8 @@ class SpeechPretraining(BenchTask):
         mask_time_prob, mask_time_length: span masking in transformers' convention (0.65, 10 = the paper's p = 0.065
             start probability per frame, spans of M = 10 frames).
         config_overrides: other ``Wav2Vec2Config`` fields (e.g. dropouts, ``layerdrop``).
+        linear_decay: after the warmup, decay the learning rate linearly to ``optim.min_lr_ratio`` × lr at the last
+            step (fairseq's ``polynomial_decay`` of the wav2vec 2.0 recipe) instead of ``optim.schedule``.
         norm, optim, divergence, track_alpha, track_saturation: see ``BenchTask``.
 
     Logged losses are in bits per masked frame (fairseq's reporting, which the paper's Table 5 uses): ``loss`` =
@@ -81,6 +91,7 @@ class SpeechPretraining(BenchTask):
         mask_time_prob: float = 0.65,
         mask_time_length: int = 10,
         config_overrides: dict[str, Any] | None = None,
+        linear_decay: bool = False,
         norm: NormSpec | None = None,
         optim: OptimConfig | None = None,
         divergence: DivergenceConfig | None = None,
@@ -101,6 +112,7 @@ class SpeechPretraining(BenchTask):
         if feature_grad_scale < 0:
             raise ValueError(f"model.feature_grad_scale must be >= 0; got {feature_grad_scale}")
         self.gumbel = (start, end, decay)
+        self.linear_decay = linear_decay
         self.diversity_weight = diversity_weight
         self.feature_penalty_weight = feature_penalty_weight
         self.feature_grad_scale = feature_grad_scale
@@ -121,6 +133,21 @@ class SpeechPretraining(BenchTask):
         self.net.quantizer.weight_proj.register_forward_hook(self._quantizer_hook)
         self.val_metrics = torch.nn.ModuleDict({k: MeanMetric() for k in
                                                 ("loss", "contrastive", "diversity", "feature_penalty")})
+
+    def configure_optimizers(self):
+        config = super().configure_optimizers()
+        if self.linear_decay:
+            cfg = self.optim_config
+            total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
+            if cfg.warmup_steps is not None:  # the warmup length as BenchTask computes it
+                warmup = cfg.warmup_steps
+            elif cfg.warmup_epochs is not None and self._trainer is not None and (self.trainer.max_epochs or 0) > 0:
+                warmup = int(cfg.warmup_epochs * total / self.trainer.max_epochs)
+            else:
+                warmup = int(cfg.warmup_fraction * total)
+            config["lr_scheduler"]["scheduler"].lr_lambdas[0] = lambda step: linear_warmup_decay(
+                step, total, warmup, cfg.min_lr_ratio)
+        return config
 
     # --- hooks ----------------------------------------------------------------------------------------------------
     def _feature_hook(self, module, inputs, output: torch.Tensor) -> None:
