@@ -35,7 +35,18 @@ DIFFUSION_SMALL = ["--model.depth", "1", "--model.hidden_size", "32", "--model.n
                    "--data.batch_size", "4", "--data.eval_batch_size", "4", "--model.ema", "null"]
 
 
+# speech configs for GPUs and LibriSpeech: the tiny model on a few synthetic utterances, one CPU process
+SPEECH_SMALL = ["--model.size", "tiny", "--model.mask_time_length", "5", "--data.source", "synthetic",
+                "--data.synthetic_samples", "8", "--data.synthetic_val_samples", "2", "--data.synthetic_min_seconds",
+                "0.75", "--data.synthetic_max_seconds", "1.0", "--data.max_sample_size", "16000",
+                "--data.min_sample_size", "8000", "--data.max_batch_seconds", "4", "--data.num_workers", "0",
+                "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "1",
+                "--trainer.strategy", "auto", "--trainer.precision", "32"]
+
+
 def _shrink(config: str) -> list[str]:
+    if os.sep + "speech" + os.sep in config and os.path.basename(config) != "tiny.yaml":
+        return SPEECH_SMALL
     if os.sep + "diffusion" + os.sep in config and os.path.basename(config) != "tiny.yaml":
         return DIFFUSION_SMALL + (ON_SYNTHETIC if "cifar" in os.path.basename(config) else [])
     if os.sep + "cifar" + os.sep in config:
