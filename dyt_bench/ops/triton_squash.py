@@ -36,14 +36,14 @@ from dyt_bench.ops.reference import ALL_FUNCTIONS, check_squash_args
 FUSED_FUNCTIONS = ALL_FUNCTIONS  # tanh, hardtanh, sigmoid, identity, erf
 _FN_CODE = {name: i for i, name in enumerate(FUSED_FUNCTIONS)}
 
-# Block-shape heuristic, from the sweep in benchmarks/ops.py on an H100 (docs/benchmarks.md): forward tiles of 2048
-# elements covering whole rows up to 2048 columns; backward tiles of 2048 elements, channels-last with a column
+# Block-shape heuristic, from the sweeps in benchmarks/ops.py on an H100 (docs/benchmarks.md): forward tiles covering
+# whole rows up to 4096 columns, 8192 elements and 16 warps for rows that wide, else 2048 elements; backward tiles of 2048 elements, channels-last with a column
 # block dividing C (≤ 1024), channels-first with 256-column blocks; 4 programs per SM in the backward.
 # Any knob set to a value here overrides the heuristic (None: per-layout default), for sweeps.
 TUNING = {
-    "fwd_tile": 2048,
-    "fwd_warps": None,  # channels-last: 8 when a tile spans ≥ 2048 columns, else 4; channels-first: 4
-    "fwd_max_cols_block": 2048,
+    "fwd_tile": None,  # 8192 elements (16 warps) when rows are ≥ 4096 wide, else 2048
+    "fwd_warps": None,  # 16 for the wide tiles, 8 when a tile spans 2048 columns, else 4
+    "fwd_max_cols_block": 4096,
     "fwd_cols_mode": "cover",
     "fwd_block_r": None,
     "fwd_block_l": None,
@@ -311,10 +311,12 @@ def _blocks(rows: int, cols: int, stage: str, channels_last: bool) -> tuple[int,
     """(BLOCK_R, BLOCK_L, num_warps) of the ``stage`` ("fwd" or "bwd") kernel for a rows × cols matrix."""
     block_l = TUNING[f"{stage}_block_l"] or _cols_block(cols, _knob(f"{stage}_max_cols_block", channels_last),
                                                          _knob(f"{stage}_cols_mode", channels_last))
-    block_r = TUNING[f"{stage}_block_r"] or max(1, min(TUNING[f"{stage}_tile"] // block_l, _next_pow2(rows)))
+    wide = block_l >= 4096
+    tile = TUNING[f"{stage}_tile"] or (8192 if wide else 2048)
+    block_r = TUNING[f"{stage}_block_r"] or max(1, min(tile // block_l, _next_pow2(rows)))
     warps = _knob(f"{stage}_warps", channels_last)
     if warps is None:  # forward default
-        warps = 8 if channels_last and block_l >= 2048 else 4
+        warps = 16 if wide else 8 if channels_last and block_l >= 2048 else 4
     return block_r, block_l, warps
 
 
