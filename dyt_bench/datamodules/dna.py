@@ -207,6 +207,7 @@ class GenomeDataModule(pl.LightningDataModule):
         seq_len: tokens per training window (the model sees ``seq_len`` inputs and predicts the next token of each;
             a window holds ``seq_len + 1`` tokens).
         val_chromosomes: records held out for validation (and test); every other record matching ``include`` trains.
+            Default: chr20 and chr21 (the last chromosome for ``synthetic``).
         include: regular expression of the record names used at all (default: the primary chromosomes chr1-22, X, Y).
         max_n_fraction: windows with a larger fraction of N bases are skipped (hg38 has megabases of N in centromeres
             and telomeres); windows that pass keep their N tokens.
@@ -238,6 +239,8 @@ class GenomeDataModule(pl.LightningDataModule):
             raise ValueError("data.fasta (a .fa or .fa.gz path) is required for source 'fasta'")
         if seq_len < 2:
             raise ValueError(f"data.seq_len must be >= 2; got {seq_len}")
+        if source == "synthetic" and synthetic_chromosomes < 2:
+            raise ValueError(f"data.synthetic_chromosomes must be >= 2 (one is held out); got {synthetic_chromosomes}")
         if not 0 <= max_n_fraction <= 1:
             raise ValueError(f"data.max_n_fraction must be in [0, 1]; got {max_n_fraction}")
         try:
@@ -247,7 +250,7 @@ class GenomeDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         self.seq_len, self.batch_size = seq_len, batch_size
         if val_chromosomes is None:
-            val_chromosomes = ["chr3"] if source == "synthetic" else ["chr20", "chr21"]
+            val_chromosomes = [f"chr{synthetic_chromosomes}"] if source == "synthetic" else ["chr20", "chr21"]
         self.val_chromosomes = list(val_chromosomes)
         self.cache_dir = Path(os.path.expanduser(cache_dir or os.path.join("~", ".cache", "dyt-bench", "dna")))
         self.tokens: np.ndarray | None = None
@@ -381,15 +384,22 @@ def write_synthetic_benchmark(root: Path, name: str = "synthetic_motifs", num_cl
     sequences, each carrying ``copies`` copies of its class's motif (a fixed random ``motif_length``-mer) at random
     positions.
 
-    Base composition is the same in every class, so only the motif tells them apart. Returns the dataset folder.
+    The motifs are orderings of one multiset of bases, so base composition is the same in every class and only the
+    order of bases in the motif tells the classes apart. Returns the dataset folder.
     """
     rng = np.random.default_rng(seed)
     letters = np.array(list("ACGT"))
-    motifs = []
-    while len(motifs) < num_classes:
-        m = "".join(rng.choice(letters, motif_length))
+    # every class's motif is a different ordering of the same bases, so that no class differs in base composition
+    first = rng.choice(letters, motif_length)
+    motifs = ["".join(first)]
+    for _ in range(1000 * num_classes):
+        if len(motifs) == num_classes:
+            break
+        m = "".join(rng.permutation(first))
         if m not in motifs:
             motifs.append(m)
+    if len(motifs) < num_classes:
+        raise ValueError(f"cannot make {num_classes} distinct motifs of length {motif_length}; use a longer motif")
     folder = Path(root) / name
     for split, per_class in (("train", train_per_class), ("test", test_per_class)):
         for c in range(num_classes):
@@ -516,7 +526,7 @@ class GenomicBenchmarksDataModule(pl.LightningDataModule):
     def dataset_folder(self) -> Path:
         hp = self.hparams
         if hp.source == "synthetic":
-            key = (f"{hp.synthetic_classes}c-{hp.synthetic_train_per_class}-{hp.synthetic_test_per_class}-"
+            key = (f"v2-{hp.synthetic_classes}c-{hp.synthetic_train_per_class}-{hp.synthetic_test_per_class}-"
                    f"{hp.synthetic_length[0]}_{hp.synthetic_length[1]}-m{hp.synthetic_motif_length}x"
                    f"{hp.synthetic_copies}-s{hp.synthetic_seed}")
             root = self.cache_dir / "synthetic_benchmarks" / key
