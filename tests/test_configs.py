@@ -44,7 +44,27 @@ SPEECH_SMALL = ["--model.size", "tiny", "--model.mask_time_length", "5", "--data
                 "--trainer.strategy", "auto", "--trainer.precision", "32"]
 
 
+DNA_PRETRAIN_SMALL = ["--data.source", "synthetic", "--data.fasta", "null", "--data.val_chromosomes", "null",
+                      "--data.seq_len", "31", "--data.batch_size", "2", "--data.num_workers", "0",
+                      "--data.synthetic_length", "4000", "--model.d_model", "16", "--model.l_max", "64",
+                      "--trainer.precision", "32", "--trainer.accumulate_grad_batches", "1"]
+
+
+def _dna_shrink(config: str) -> list[str]:
+    with open(config, encoding="utf-8") as f:
+        model = yaml.safe_load(f)["model"]
+    if model["class_path"].endswith("DNAPretraining"):
+        return DNA_PRETRAIN_SMALL
+    classes = str(model["init_args"].get("num_classes", 2))
+    return ["--data.source", "synthetic", "--data.synthetic_classes", classes, "--data.synthetic_train_per_class", "8",
+            "--data.synthetic_test_per_class", "4", "--data.synthetic_length", "[20, 30]", "--data.max_length", "30",
+            "--data.batch_size", "4", "--data.num_workers", "0", "--model.init_from", "null", "--model.d_model", "16",
+            "--model.l_max", "64", "--trainer.precision", "32"]
+
+
 def _shrink(config: str) -> list[str]:
+    if os.sep + "dna" + os.sep in config:
+        return _dna_shrink(config)
     if os.sep + "speech" + os.sep in config and os.path.basename(config) != "tiny.yaml":
         return SPEECH_SMALL
     if os.sep + "diffusion" + os.sep in config and os.path.basename(config) != "tiny.yaml":
