@@ -47,7 +47,8 @@ SPEECH_SMALL = ["--model.size", "tiny", "--model.mask_time_length", "5", "--data
 DNA_PRETRAIN_SMALL = ["--data.source", "synthetic", "--data.fasta", "null", "--data.val_chromosomes", "null",
                       "--data.seq_len", "31", "--data.batch_size", "2", "--data.num_workers", "0",
                       "--data.synthetic_length", "4000", "--model.d_model", "16", "--model.l_max", "64",
-                      "--trainer.precision", "32", "--trainer.accumulate_grad_batches", "1"]
+                      "--trainer.precision", "32", "--trainer.accumulate_grad_batches", "1",
+                      "--trainer.callbacks", "[]"]  # no checkpoint where a fine-tuning config would pick it up
 
 
 def _dna_shrink(config: str) -> list[str]:
