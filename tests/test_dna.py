@@ -294,3 +294,22 @@ def test_init_from_loads_every_backbone_weight(tmp_path):
         DNAClassification(num_classes=2, size="tiny", d_model=48, l_max=64, norm={"kind": "dyt"}, init_from=str(ckpt))
     with pytest.raises(FileNotFoundError, match="model.init_from"):
         DNAClassification(num_classes=2, **SMALL, init_from=str(tmp_path / "nothing"))
+
+
+def test_table6_grid_covers_eight_datasets_two_norms_five_seeds():
+    from pathlib import Path
+
+    import yaml
+
+    from dyt_bench.grid import parse_grid
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "grids" / "table6_genomic.yaml"
+    spec = parse_grid(yaml.safe_load(path.read_text()), path)
+    datasets = spec.axis("dataset").values
+    assert len(spec.cells()) == 8 * 2 * 5 and len(datasets) == 8
+    from dyt_bench.datamodules.dna import GENOMIC_BENCHMARKS
+
+    assert {v.assignments["data.dataset"] for v in datasets} == set(GENOMIC_BENCHMARKS)
+    assert all(v.assignments["model.num_classes"] == GENOMIC_BENCHMARKS[v.assignments["data.dataset"]]["num_classes"]
+               for v in datasets)
+    assert len(spec.paper["values"]) == 16
