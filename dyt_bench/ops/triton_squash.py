@@ -43,7 +43,7 @@ _FN_CODE = {name: i for i, name in enumerate(FUSED_FUNCTIONS)}
 TUNING = {
     "fwd_tile": None,  # 8192 elements (16 warps) when rows are ≥ 4096 wide, else 2048
     "fwd_warps": None,  # 16 for the wide tiles, 8 when a tile spans 2048 columns, else 4
-    "fwd_max_cols_block": 4096,
+    "fwd_max_cols_block": 4096,  # channels-first: 2048
     "fwd_cols_mode": "cover",
     "fwd_block_r": None,
     "fwd_block_l": None,
@@ -309,9 +309,11 @@ def _cols_block(cols: int, cap: int, mode: str) -> int:
 
 def _blocks(rows: int, cols: int, stage: str, channels_last: bool) -> tuple[int, int, int]:
     """(BLOCK_R, BLOCK_L, num_warps) of the ``stage`` ("fwd" or "bwd") kernel for a rows × cols matrix."""
-    block_l = TUNING[f"{stage}_block_l"] or _cols_block(cols, _knob(f"{stage}_max_cols_block", channels_last),
-                                                         _knob(f"{stage}_cols_mode", channels_last))
-    wide = block_l >= 4096
+    cap = _knob(f"{stage}_max_cols_block", channels_last)
+    if stage == "fwd" and not channels_last:
+        cap = min(cap, 2048)  # feature maps: 2048-column tiles, 4 warps (the wide tiles were slower there)
+    block_l = TUNING[f"{stage}_block_l"] or _cols_block(cols, cap, _knob(f"{stage}_cols_mode", channels_last))
+    wide = channels_last and block_l >= 4096
     tile = TUNING[f"{stage}_tile"] or (8192 if wide else 2048)
     block_r = TUNING[f"{stage}_block_r"] or max(1, min(tile // block_l, _next_pow2(rows)))
     warps = _knob(f"{stage}_warps", channels_last)
