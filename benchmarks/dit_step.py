@@ -50,7 +50,7 @@ def environment() -> str:
 
 # --- throughput ------------------------------------------------------------------------------------------------------
 def measure_step(model_name: str, spec: NormSpec, batch: int, latent: int, channels: int, steps: int, warmup: int,
-                 precision: str, device: str, overrides: dict) -> tuple[float, float]:
+                 precision: str, device: str, overrides: dict, profile: bool = False) -> tuple[float, float]:
     """(training steps per second, peak GiB) of ``model_name`` with the norm ``spec``."""
     torch.manual_seed(0)
     net = build_dit(model_name, input_size=latent, in_channels=channels, num_classes=1000, **overrides)
@@ -80,6 +80,17 @@ def measure_step(model_name: str, spec: NormSpec, batch: int, latent: int, chann
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+    if profile and device == "cuda":
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        events = prof.key_averages()
+        cuda_ms = sum(e.self_device_time_total for e in events) / 1e3
+        print(f"one profiled step: GPU busy {cuda_ms:.1f} ms of {1e3 * elapsed / steps:.1f} ms wall per step")
+        print(events.table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=50))
     return steps / elapsed, peak
 
 
@@ -103,7 +114,7 @@ def run_throughput(args) -> str:
     for label, spec in variants:
         print(f"{args.model} {label} ...", flush=True)
         steps_s, peak = measure_step(args.model, spec, args.batch, args.latent, args.channels, args.steps,
-                                     args.warmup, args.precision, device, overrides)
+                                     args.warmup, args.precision, device, overrides, args.profile)
         gc.collect()
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -214,6 +225,7 @@ def main() -> None:
     tp.add_argument("--steps", type=int, default=30)
     tp.add_argument("--warmup", type=int, default=10)
     tp.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    tp.add_argument("--profile", action="store_true", help="print the top kernels of one profiled step per norm")
     dg = sub.add_parser("digits", help="DiT-S/2 on digits: LN vs DyT training with FID")
     dg.add_argument("--config", default="configs/diffusion/dit_s2_digits.yaml")
     dg.add_argument("--kinds", nargs="+", default=["layernorm", "dyt"])
