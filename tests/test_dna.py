@@ -313,3 +313,16 @@ def test_table6_grid_covers_eight_datasets_two_norms_five_seeds():
     assert all(v.assignments["model.num_classes"] == GENOMIC_BENCHMARKS[v.assignments["data.dataset"]]["num_classes"]
                for v in datasets)
     assert len(spec.paper["values"]) == 16
+
+
+def test_genome_windows_pickle_as_a_file_reference(tmp_path):
+    import pickle
+
+    dm = GenomeDataModule(source="synthetic", seq_len=31, synthetic_chromosomes=2, synthetic_length=30_000,
+                          jitter=False, cache_dir=str(tmp_path))
+    dm.setup()
+    blob = pickle.dumps(dm.train_set)
+    assert len(blob) < 20_000 < dm.tokens.size == 60_000  # the window starts and the file name, not the genome
+    copy = pickle.loads(blob)
+    assert isinstance(copy.tokens, np.memmap)
+    torch.testing.assert_close(copy[3], dm.train_set[3])

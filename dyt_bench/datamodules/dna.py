@@ -154,6 +154,19 @@ class GenomeWindows(Dataset):
     def __len__(self) -> int:
         return len(self.starts)
 
+    def __getstate__(self) -> dict:
+        # a worker started by spawn gets the token file's path, not a pickled copy of the whole genome
+        state = dict(self.__dict__)
+        if isinstance(self.tokens, np.memmap) and self.tokens.filename:
+            state["tokens"] = ("memmap", self.tokens.filename, self.tokens.shape)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        tokens = state["tokens"]
+        if isinstance(tokens, tuple) and tokens and tokens[0] == "memmap":
+            state["tokens"] = np.memmap(tokens[1], dtype=np.uint8, mode="r", shape=tokens[2])
+        self.__dict__.update(state)
+
     def __getitem__(self, i: int) -> torch.Tensor:
         start = int(self.starts[i])
         if self.jitter:
