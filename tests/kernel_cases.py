@@ -77,6 +77,7 @@ def run_kernel(x, a, w, b, s, dy, fn, channel_dim, grads_of, dtype, param_dtype,
 SHAPES = [  # (shape, channel_dim): tokens with C a power of two and not, feature maps with odd spatial sizes
     ((3, 7, 96), -1),
     ((37, 100), -1),
+    ((5, 3, 192), -1),  # C = 3 × 64: the forward's split-row view
     ((2, 12, 5, 7), 1),
     ((3, 8, 40), 1),
 ]

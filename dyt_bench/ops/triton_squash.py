@@ -53,6 +53,7 @@ TUNING = {
     "bwd_cols_mode": None,  # channels-last divisor, channels-first cover
     "bwd_block_r": None,
     "bwd_block_l": None,
+    "fwd_split_rows": True,  # tokens with C = k · 2^n (k > 1, e.g. 768): forward over a (rows · k, C / k) view
     "programs_per_sm": 4,
     "min_iters_per_program": 4,
 }
@@ -133,8 +134,22 @@ def _squash_grad(z, s, FN: tl.constexpr):
 
 
 @triton.jit
+def _param_tile(P, rows, cols, rmask, cmask, L, C, INDEX: tl.constexpr):
+    # a per-channel parameter laid over a (rows, cols) tile: INDEX 0 → channel = col (tokens), 1 → channel = row % C
+    # (feature maps), 2 → channel = (row % C) · L + col (tokens whose C = C·L channels are split over C rows)
+    if INDEX == 0:
+        p = tl.load(P + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    elif INDEX == 1:
+        p = tl.load(P + rows % C, mask=rmask, other=0.0).to(tl.float32)[:, None]
+    else:
+        index = (rows % C)[:, None] * L + cols[None, :]
+        p = tl.load(P + index, mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+    return p
+
+
+@triton.jit
 def _fwd_kernel(X, Y, A, S, W, B, R, L, C,
-                BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, CHANNELS_LAST: tl.constexpr, FN: tl.constexpr,
+                BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, INDEX: tl.constexpr, FN: tl.constexpr,
                 HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_S: tl.constexpr, INT64: tl.constexpr,
                 EVEN: tl.constexpr):
     pid_r = tl.program_id(0)
@@ -156,15 +171,9 @@ def _fwd_kernel(X, Y, A, S, W, B, R, L, C,
         z += tl.load(S).to(tl.float32)
     y = _squash(z, FN)
     if HAS_W:
-        if CHANNELS_LAST:
-            y = y * tl.load(W + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
-        else:
-            y = y * tl.load(W + rows % C, mask=rmask, other=0.0).to(tl.float32)[:, None]
+        y = y * _param_tile(W, rows, cols, rmask, cmask, L, C, INDEX)
     if HAS_B:
-        if CHANNELS_LAST:
-            y = y + tl.load(B + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
-        else:
-            y = y + tl.load(B + rows % C, mask=rmask, other=0.0).to(tl.float32)[:, None]
+        y = y + _param_tile(B, rows, cols, rmask, cmask, L, C, INDEX)
     if EVEN:
         tl.store(Y + offs, y.to(Y.dtype.element_ty))
     else:
@@ -307,6 +316,18 @@ def _cols_block(cols: int, cap: int, mode: str) -> int:
     return min(cap, _next_pow2(cols))
 
 
+def _split_factor(channels: int) -> int:
+    """k > 1 when a token's C channels are better seen as k rows of C / k (C / k the largest power of two ≥ 64 and
+    ≤ 1024 dividing C, C not itself a power of two, e.g. 768 = 3 × 256): whole-row tiles are then contiguous and
+    unmasked; 1 otherwise."""
+    if channels & (channels - 1) == 0:
+        return 1
+    block = 1
+    while block < 1024 and channels % (block * 2) == 0:
+        block *= 2
+    return channels // block if block >= 64 else 1
+
+
 def _blocks(rows: int, cols: int, stage: str, channels_last: bool) -> tuple[int, int, int]:
     """(BLOCK_R, BLOCK_L, num_warps) of the ``stage`` ("fwd" or "bwd") kernel for a rows × cols matrix."""
     cap = _knob(f"{stage}_max_cols_block", channels_last)
@@ -372,14 +393,18 @@ def _launch_forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, f
     y = torch.empty_like(xv)
     if x.numel() == 0:
         return y
+    index, groups = (0 if channels_last else 1), channels
+    split = _split_factor(cols) if channels_last and TUNING["fwd_split_rows"] else 1
+    if split > 1:  # C = split · B channels per token: a (rows · split, B) matrix, so every tile is contiguous
+        index, groups, rows, cols = 2, split, rows * split, cols // split
     block_r, block_l, warps = _blocks(rows, cols, "fwd", channels_last)
     grid = (triton.cdiv(rows, block_r), triton.cdiv(cols, block_l))
     if grid[1] > 65535:
         raise ValueError(f"squash_affine (Triton): {cols} elements per row is beyond the grid limit; use impl='eager'")
     _fwd_kernel[grid](
         xv, y, alpha, shift if shift is not None else alpha, weight if weight is not None else xv,
-        bias if bias is not None else xv, rows, cols, channels,
-        BLOCK_R=block_r, BLOCK_L=block_l, CHANNELS_LAST=channels_last, FN=_FN_CODE[fn],
+        bias if bias is not None else xv, rows, cols, groups,
+        BLOCK_R=block_r, BLOCK_L=block_l, INDEX=index, FN=_FN_CODE[fn],
         HAS_W=weight is not None, HAS_B=bias is not None, HAS_S=shift is not None,
         INT64=x.numel() > _INT32_LIMIT, EVEN=(rows % block_r == 0 and cols % block_l == 0),
         num_warps=warps,
