@@ -161,7 +161,7 @@ def main() -> None:
     parser.add_argument("--min-sample-size", type=int, default=32000)
     parser.add_argument("--min-seconds", type=float, default=1.5, help="synthetic utterance lengths")
     parser.add_argument("--max-seconds", type=float, default=17.0)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (0: no throughput table)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--curve-steps", type=int, default=300, help="steps of each fixed-step run (0: none)")
     parser.add_argument("--eval-every", type=int, default=50)
@@ -192,7 +192,7 @@ def main() -> None:
              f"batches (utterances × samples at 16 kHz, cycled): {shapes}; {args.steps} timed steps after "
              f"{args.warmup} warm-up; bf16 autocast; AdamW", "",
              "| variant | norm | params (M) | step (ms) | audio s / s | peak (GiB) |", "|---|---|---|---|---|---|"]
-    for name in args.variants:
+    for name in args.variants if args.steps > 0 else []:
         r = throughput(args, name, device, data)
         lines.append(f"| {r['variant']} | {r['norm']} | {r['params_m']:.2f} | {r['step_ms']:.1f} | "
                      f"{r['audio_s_per_s']:.0f} | {r['peak_gib']:.1f} |")
