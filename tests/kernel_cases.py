@@ -77,7 +77,7 @@ def run_kernel(x, a, w, b, s, dy, fn, channel_dim, grads_of, dtype, param_dtype,
 SHAPES = [  # (shape, channel_dim): tokens with C a power of two and not, feature maps with odd spatial sizes
     ((3, 7, 96), -1),
     ((37, 100), -1),
-    ((5, 3, 192), -1),  # C = 3 × 64: the forward's split-row view
+    ((5, 3, 192), -1),  # C = 3 × 64: where the forward may use its split-row view
     ((2, 12, 5, 7), 1),
     ((3, 8, 40), 1),
 ]
@@ -260,3 +260,19 @@ def test_over_two_billion_elements_uses_int64_offsets():
     y.backward(torch.ones_like(y))
     ref_w = (torch.tanh(0.5 * x.detach().float())).sum(0)
     assert rel_err(wg.grad, ref_w) <= 1e-3
+
+
+def test_split_row_forward_view():
+    """The optional split-row forward (C = k · 2^n seen as k rows per token) computes the same y."""
+    from dyt_bench.ops import triton_squash
+
+    x, a, w, b, s, dy = make_inputs((6, 5, 192), -1, seed=21)
+    y64, _ = float64_grads(x, a, w, b, s, dy, "tanh", -1, ["x"])
+    saved = triton_squash.TUNING["fwd_split_rows"]
+    try:
+        for split in (False, True):
+            triton_squash.TUNING["fwd_split_rows"] = split
+            y, _ = run_kernel(x, a, w, b, s, dy, "tanh", -1, ["x"], torch.float32, torch.float32)
+            assert rel_err(y, y64) <= 1e-5, split
+    finally:
+        triton_squash.TUNING["fwd_split_rows"] = saved
