@@ -326,7 +326,7 @@ def _launch(kernel, grid: tuple[int, int], device: torch.device, num_warps: int,
     if compiled is None:
         _COMPILED[key] = kernel[grid](*values, num_warps=num_warps)
         return
-    compiled[grid](*values, stream=torch.cuda.current_stream(device).cuda_stream)
+    compiled[(grid[0], grid[1], 1)](*values, stream=torch.cuda.current_stream(device).cuda_stream)
 
 
 # ----------------------------------------------------------------------------------------------------------------
