@@ -217,3 +217,15 @@ def test_transformers_llama_rmsnorm():
     replace_norms(ours, "dyt")
     assert sum(isinstance(m, SquashNorm) for m in ours.modules()) == 5
     assert torch.isfinite(ours(ids).logits).all()
+
+
+def test_weight_norm_parametrizations_are_not_activation_norms():
+    """A conv under torch's weight-norm / spectral-norm parametrization (as in wav2vec 2.0's positional conv) is left
+    alone, while the model's real norms are replaced."""
+    from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+    model = torch.nn.Sequential(weight_norm(torch.nn.Conv1d(4, 4, 3, padding=1)), torch.nn.LayerNorm(4),
+                                spectral_norm(torch.nn.Linear(4, 4)))
+    report = replace_norms(model, "dyt")
+    assert report.paths == ["1"]
+    assert hasattr(model[0], "parametrizations") and hasattr(model[2], "parametrizations")

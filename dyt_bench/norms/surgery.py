@@ -142,8 +142,18 @@ def describe_norm(m: nn.Module) -> SourceNorm | None:
     return None
 
 
+def _weight_parametrizations() -> tuple[type, ...]:
+    """torch's weight / spectral norm parametrizations: they reparametrise weights, they do not normalise activations."""
+    from torch.nn.utils import parametrizations
+
+    return tuple(c for c in (getattr(parametrizations, "_WeightNorm", None),
+                             getattr(parametrizations, "_SpectralNorm", None)) if c is not None)
+
+
 def _looks_like_norm(m: nn.Module) -> bool:
-    """A leaf module whose class name says it normalises: refused rather than silently left in place."""
+    """A leaf module whose class name says it normalises activations: refused rather than silently left in place."""
+    if isinstance(m, _weight_parametrizations()):
+        return False
     return "norm" in type(m).__name__.lower() and next(m.children(), None) is None
 
 
