@@ -121,6 +121,15 @@ def ours(fn="tanh", channel_dim=-1):
     return lambda x, a, w, b: squash_affine_triton(x, a, w, b, fn=fn, channel_dim=channel_dim)
 
 
+def ours_derf():
+    """Derf: erf(αx + s) with a learnable scalar shift s (at 0, so the float64 check of erf(αx) applies), all five
+    gradients computed."""
+    from dyt_bench.ops.triton_squash import squash_affine_triton
+
+    shift = torch.zeros((), device="cuda", requires_grad=True)
+    return lambda x, a, w, b: squash_affine_triton(x, a, w, b, fn="erf", shift=shift)
+
+
 def liger():
     try:
         from liger_kernel.ops.dyt import LigerDyTFunction
@@ -215,10 +224,10 @@ def bench_rows(table, shape, dtype_name, impls, channel_dim, bw, quick, check_fn
             args = (x, a, w.to(dtype), b.to(dtype))
         else:
             args = (x, a, w, b)
-        is_dyt = name.startswith("dyt") or name.startswith(("tanh", "hardtanh", "sigmoid", "identity"))
+        is_dyt = name.startswith("dyt") or name.startswith(("tanh", "hardtanh", "sigmoid", "identity", "erf"))
         err = None
         if is_dyt:
-            fn = name.split()[0] if name.split()[0] in ("tanh", "hardtanh", "sigmoid", "identity") else check_fn
+            fn = name.split()[0] if name.split()[0] in ("tanh", "hardtanh", "sigmoid", "identity", "erf") else check_fn
             err = dyt_error(impl, x, a, w, b, dy, channel_dim, fn=fn)
         try:
             fwd, fb, fb_eager = time_impl(impl, *args, dy, quick)
@@ -415,6 +424,7 @@ def main(argv=None) -> int:
             rows.append(r)
     if "functions" in only:
         impls = {f"{fn} ours (triton)": ours(fn=fn) for fn in ("tanh", "hardtanh", "sigmoid", "identity")}
+        impls["erf ours (triton), Derf with learnable shift"] = ours_derf()
         rows += bench_rows("functions", (32768, 4096), "bf16", impls, -1, bw, args.quick)
         rows += bench_rows("functions", (50432, 768), "bf16", impls, -1, bw, args.quick)
     if "misc" in only:
