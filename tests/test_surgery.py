@@ -229,3 +229,25 @@ def test_weight_norm_parametrizations_are_not_activation_norms():
     report = replace_norms(model, "dyt")
     assert report.paths == ["1"]
     assert hasattr(model[0], "parametrizations") and hasattr(model[2], "parametrizations")
+
+
+def test_affine_override_gives_or_removes_gamma_beta():
+    """norm.affine: null keeps each replaced layer's affine-ness; true adds γ/β to layers that had none (DiT's adaLN
+    norms); false removes them."""
+    def model():
+        return nn.Sequential(nn.LayerNorm(8, elementwise_affine=False), nn.LayerNorm(8))
+
+    kept = model()
+    replace_norms(kept, NormSpec("dyt"))
+    assert kept[0].weight is None and kept[1].weight is not None and kept[1].bias is not None
+    added = model()
+    replace_norms(added, NormSpec("dyt", affine=True))
+    assert all(m.weight is not None and m.bias is not None for m in added)
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(added[0](x), torch.tanh(0.5 * x))  # γ = 1, β = 0 at init
+    removed = model()
+    replace_norms(removed, NormSpec("layernorm", affine=False))
+    assert all(m.weight is None for m in removed)
+    with pytest.raises(ValueError, match="norm.affine"):
+        NormSpec("dyt", affine="yes")
+    assert "affine" not in NormSpec("dyt").to_dict() and NormSpec("dyt", affine=True).to_dict()["affine"] is True

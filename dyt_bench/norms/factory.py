@@ -25,9 +25,12 @@ def build_norm(
 
     ``layout``: ``channels_last`` (channel dim last, e.g. tokens B, N, C) or ``channels_first`` (dim 1, e.g.
     B, C, H, W). ``eps`` is the fallback epsilon when the spec does not set one (surgery passes the replaced
-    layer's). ``affine=False`` builds the layer without weight and bias; ``bias=False`` without bias.
+    layer's). ``affine=False`` builds the layer without weight and bias; ``bias=False`` without bias. A spec with
+    ``affine`` set overrides both (true: weight and bias; false: neither).
     """
     spec = NormSpec.coerce(spec)
+    if spec.affine is not None:
+        affine = bias = spec.affine
     check_choice("layout", layout, LAYOUTS)
     if not isinstance(num_features, int) or num_features <= 0:
         raise ValueError(f"num_features must be a positive int; got {num_features!r}")

@@ -46,6 +46,8 @@ class NormSpec:
         shift_init, learnable_shift: Derf's scalar shift ``s`` (init 0, learnable by default); other kinds have none.
         impl: implementation of the point-wise op: auto (Triton on CUDA, eager elsewhere), triton, eager.
         eps: epsilon of the statistics-based kinds. Default: keep the replaced layer's epsilon (1e-6 for new layers).
+        affine: per-channel γ/β. Default (null): keep the replaced layer's (DiT's adaLN norms have none, a ViT's
+            LayerNorms have both); true gives every new layer γ and β, false neither.
     """
 
     kind: NormKind = "dyt"
@@ -55,9 +57,12 @@ class NormSpec:
     eps: float | None = None
     shift_init: float = 0.0
     learnable_shift: bool = True
+    affine: bool | None = None
 
     def __post_init__(self) -> None:
         check_choice("norm.kind", self.kind, NORM_KINDS)
+        if self.affine is not None and not isinstance(self.affine, bool):
+            raise ValueError(f"norm.affine must be true, false or null (keep the replaced layer's); got {self.affine!r}")
         check_choice("norm.impl", self.impl, IMPLS)
         if self.alpha_init is not None and self.alpha_init != "auto":
             if isinstance(self.alpha_init, bool) or not isinstance(self.alpha_init, (int, float)):
@@ -101,10 +106,12 @@ class NormSpec:
 
     def label(self) -> str:
         """Short human-readable name, e.g. ``dyt(α0=0.5)`` or ``tanh(α=1 fixed)``."""
+        suffix = "" if self.affine is None else (" +γβ" if self.affine else " -γβ")
         if not self.is_squash:
-            return self.kind
+            return self.kind + suffix
         a = "auto" if self.alpha_init == "auto" else f"{self.resolved_alpha_init:g}"
-        return f"{self.kind}(α0={a})" if self.resolved_learnable_alpha else f"{self.kind}(α={a} fixed)"
+        base = f"{self.kind}(α0={a})" if self.resolved_learnable_alpha else f"{self.kind}(α={a} fixed)"
+        return base + suffix
 
     @property
     def has_shift(self) -> bool:
@@ -114,6 +121,8 @@ class NormSpec:
         d = asdict(self)
         if not self.has_shift:
             d.pop("shift_init"), d.pop("learnable_shift")
+        if self.affine is None:
+            d.pop("affine")
         if self.is_squash:
             d["alpha_init"] = self.resolved_alpha_init
             d["learnable_alpha"] = self.resolved_learnable_alpha
