@@ -87,9 +87,9 @@ def _patch_interpreter_scalar_index() -> None:
     """
     from triton.runtime import interpreter
 
-    original = interpreter._patch_lang_tensor
-    if getattr(original, "_dyt_bench_patched", False):
-        return
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "_dyt_bench_patched", False):
+        return  # another Triton version: nothing to patch (or already patched)
 
     def patched(tensor, scope):
         original(tensor, scope)
