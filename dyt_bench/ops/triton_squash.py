@@ -16,8 +16,9 @@ nothing per call and the partial buffers stay at most a few programs per SM).
 The op is registered as the ``torch.library`` custom ops ``dyt_bench::squash_affine`` (with autograd) and
 ``dyt_bench::squash_affine_backward``, each with a fake implementation, so ``torch.compile`` traces through it
 without a graph break; eager calls take a plain ``autograd.Function`` around the same launchers, which skips the
-custom-op dispatch (it costs more host time per call than the kernels take on small tensors). Under ``torch.autocast`` it takes the input dtype as it comes (parameters may stay float32)
-and returns the input dtype. With ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (used by the tests).
+custom-op dispatch (it costs more host time per call than the kernels take on small tensors). Under
+``torch.autocast`` it takes the input dtype as it comes (parameters may stay float32) and returns the input dtype.
+With ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (used by the tests).
 
 Inputs that are neither contiguous in either layout nor channels-last-dense are copied once with ``.contiguous()``
 (documented in docs/benchmarks.md with its measured cost).
@@ -37,8 +38,9 @@ FUSED_FUNCTIONS = ALL_FUNCTIONS  # tanh, hardtanh, sigmoid, identity, erf
 _FN_CODE = {name: i for i, name in enumerate(FUSED_FUNCTIONS)}
 
 # Block-shape heuristic, from the sweeps in benchmarks/ops.py on an H100 (docs/benchmarks.md): forward tiles covering
-# whole rows up to 4096 columns, 8192 elements and 16 warps for rows that wide, else 2048 elements; backward tiles of 2048 elements, channels-last with a column
-# block dividing C (≤ 1024), channels-first with 256-column blocks; 4 programs per SM in the backward.
+# whole rows up to 4096 columns (feature maps: 2048), 8192 elements and 16 warps for token rows that wide, else 2048
+# elements; backward tiles of 2048 elements, channels-last with a column block dividing C (≤ 1024), channels-first
+# with 256-column blocks; 4 programs per SM in the backward.
 # Any knob set to a value here overrides the heuristic (None: per-layout default), for sweeps.
 TUNING = {
     "fwd_tile": None,  # 8192 elements (16 warps) when rows are ≥ 4096 wide, else 2048
