@@ -367,11 +367,41 @@ def host_overhead(shape=(4096, 1024), calls: int = 300) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(20)
 
 
+def sweep_split(bw, quick) -> list[Row]:
+    """Forward on token widths that are not powers of two (ViT-B 768, 1280, 1536): whole-row masked tiles against
+    the split-row view, over tile sizes and warps."""
+    import itertools
+
+    from dyt_bench.ops import triton_squash
+
+    defaults = dict(triton_squash.TUNING)
+    rows = []
+    for shape in [(50432, 768), (32768, 1280), (25216, 1536)]:
+        x, a, w, b, _ = make_inputs(shape, torch.bfloat16, -1)
+        f = ours()
+        floor = 2 * x.numel() * 2 / bw / 1e6
+        results = []
+        for split, tile, warps in itertools.product([False, True], [1024, 2048, 4096, 8192], [2, 4, 8]):
+            triton_squash.TUNING.update(defaults)
+            triton_squash.TUNING.update({"fwd_split_rows": split, "fwd_tile": tile, "fwd_warps": warps})
+            with torch.no_grad():
+                ms = graph_ms(lambda: f(x, a, w, b), quick)  # noqa: B023 (called at once)
+            results.append((ms, f"split={split} tile={tile} warps={warps}", 100 * floor / ms))
+        triton_squash.TUNING.update(defaults)
+        results.sort()
+        print(f"sweep split {'x'.join(map(str, shape))} bf16 forward:")
+        for ms, label, pct in results[:10]:
+            print(f"  {ms:8.4f} ms {pct:5.1f}%  {label}")
+            rows.append(Row("sweep split", "x".join(map(str, shape)), "bf16", label, ms, None, pct, None, None, None))
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions per measurement")
     parser.add_argument("--sweep", action="store_true", help="also sweep the block-shape knobs")
     parser.add_argument("--sweep-wide", action="store_true", help="sweep forward column blocks up to 8192 (wide C)")
+    parser.add_argument("--sweep-split", action="store_true", help="sweep the split-row forward on C = 768, 1280, 1536")
     parser.add_argument("--json", help="write every row here")
     parser.add_argument("--host", action="store_true", help="also measure host (CPU) time per call, and profile ours")
     parser.add_argument("--markdown", help="write the markdown table here")
@@ -455,6 +485,8 @@ def main(argv=None) -> int:
         rows += sweep(bw, args.quick)
     if args.sweep_wide:
         rows += sweep(bw, args.quick, wide=True)
+    if args.sweep_split:
+        rows += sweep_split(bw, args.quick)
     table = markdown(rows)
     print("\n" + table)
     if args.markdown:

@@ -149,16 +149,20 @@ def _squash_grad(z, s, FN: tl.constexpr):
 
 
 @triton.jit
-def _param_tile(P, rows, cols, rmask, cmask, L, C, INDEX: tl.constexpr):
+def _param_tile(P, rows, cols, rmask, cmask, L, C, INDEX: tl.constexpr, SPLIT: tl.constexpr):
     # a per-channel parameter laid over a (rows, cols) tile: INDEX 0 → channel = col (tokens), 1 → channel = row % C
-    # (feature maps), 2 → channel = (row % C) · L + col (tokens whose C = C·L channels are split over C rows)
+    # (feature maps), 2 → channel = (row % SPLIT) · L + col (tokens whose SPLIT · L channels are split over SPLIT
+    # rows): SPLIT contiguous slices of the parameter, selected per row, so no per-element gather
     if INDEX == 0:
         p = tl.load(P + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
     elif INDEX == 1:
         p = tl.load(P + rows % C, mask=rmask, other=0.0).to(tl.float32)[:, None]
     else:
-        index = (rows % C)[:, None] * L + cols[None, :]
-        p = tl.load(P + index, mask=rmask[:, None] & cmask[None, :], other=0.0).to(tl.float32)
+        part = (rows % SPLIT)[:, None]
+        p = tl.zeros((rows.shape[0], cols.shape[0]), tl.float32)
+        for j in tl.static_range(SPLIT):
+            slice_j = tl.load(P + j * L + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+            p = tl.where(part == j, slice_j, p)
     return p
 
 
@@ -166,7 +170,7 @@ def _param_tile(P, rows, cols, rmask, cmask, L, C, INDEX: tl.constexpr):
 def _fwd_kernel(X, Y, A, S, W, B, R, L, C,
                 BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, INDEX: tl.constexpr, FN: tl.constexpr,
                 HAS_W: tl.constexpr, HAS_B: tl.constexpr, HAS_S: tl.constexpr, INT64: tl.constexpr,
-                EVEN: tl.constexpr):
+                EVEN: tl.constexpr, SPLIT: tl.constexpr):
     pid_r = tl.program_id(0)
     pid_l = tl.program_id(1)
     if INT64:
@@ -186,9 +190,9 @@ def _fwd_kernel(X, Y, A, S, W, B, R, L, C,
         z += tl.load(S).to(tl.float32)
     y = _squash(z, FN)
     if HAS_W:
-        y = y * _param_tile(W, rows, cols, rmask, cmask, L, C, INDEX)
+        y = y * _param_tile(W, rows, cols, rmask, cmask, L, C, INDEX, SPLIT)
     if HAS_B:
-        y = y + _param_tile(B, rows, cols, rmask, cmask, L, C, INDEX)
+        y = y + _param_tile(B, rows, cols, rmask, cmask, L, C, INDEX, SPLIT)
     if EVEN:
         tl.store(Y + offs, y.to(Y.dtype.element_ty))
     else:
@@ -363,7 +367,7 @@ def _cols_block(cols: int, cap: int, mode: str) -> int:
 
 
 def _split_factor(channels: int) -> int:
-    """k > 1 when a token's C channels are better seen as k rows of C / k (C / k the largest power of two ≥ 64 and
+    """k > 1 when a token's C channels can be seen as k ≤ 8 rows of C / k (C / k the largest power of two ≥ 64 and
     ≤ 1024 dividing C, C not itself a power of two, e.g. 768 = 3 × 256): whole-row tiles are then contiguous and
     unmasked; 1 otherwise."""
     if channels & (channels - 1) == 0:
@@ -371,7 +375,7 @@ def _split_factor(channels: int) -> int:
     block = 1
     while block < 1024 and channels % (block * 2) == 0:
         block *= 2
-    return channels // block if block >= 64 else 1
+    return channels // block if block >= 64 and channels // block <= 8 else 1
 
 
 def _blocks(rows: int, cols: int, stage: str, channels_last: bool) -> tuple[int, int, int]:
@@ -452,7 +456,7 @@ def _launch_forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, f
             B=bias if bias is not None else xv, R=rows, L=cols, C=groups,
             BLOCK_R=block_r, BLOCK_L=block_l, INDEX=index, FN=_FN_CODE[fn],
             HAS_W=weight is not None, HAS_B=bias is not None, HAS_S=shift is not None,
-            INT64=x.numel() > _INT32_LIMIT, EVEN=(rows % block_r == 0 and cols % block_l == 0))
+            INT64=x.numel() > _INT32_LIMIT, EVEN=(rows % block_r == 0 and cols % block_l == 0), SPLIT=split)
     return y
 
 
