@@ -38,13 +38,13 @@ FUSED_FUNCTIONS = ALL_FUNCTIONS  # tanh, hardtanh, sigmoid, identity, erf
 _FN_CODE = {name: i for i, name in enumerate(FUSED_FUNCTIONS)}
 
 # Block-shape heuristic, from the sweeps in benchmarks/ops.py on an H100 (docs/benchmarks.md): forward tiles covering
-# whole rows up to 4096 columns (feature maps: 2048), 8192 elements and 16 warps for token rows that wide, else 2048
-# elements; backward tiles of 2048 elements, channels-last with a column block dividing C (≤ 1024), channels-first
-# with 256-column blocks; 4 programs per SM in the backward.
+# whole rows up to 4096 columns (feature maps: 2048), 8192 elements (8 warps, 16 from 4096 columns) for token rows of
+# more than 1024 channels, else 2048 elements (4 warps); backward tiles of 2048 elements, channels-last with a column
+# block dividing C (≤ 1024), channels-first with 256-column blocks; 4 programs per SM in the backward.
 # Any knob set to a value here overrides the heuristic (None: per-layout default), for sweeps.
 TUNING = {
-    "fwd_tile": None,  # 8192 elements (16 warps) when rows are ≥ 4096 wide, else 2048
-    "fwd_warps": None,  # 16 for the wide tiles, 8 when a tile spans 2048 columns, else 4
+    "fwd_tile": None,  # token rows of more than 1024 channels: 8192 elements, else 2048
+    "fwd_warps": None,  # 16 when a tile spans 4096 columns, 8 for the other 8192-element tiles, else 4
     "fwd_max_cols_block": 4096,  # channels-first: 2048
     "fwd_cols_mode": "cover",
     "fwd_block_r": None,
@@ -384,12 +384,12 @@ def _blocks(rows: int, cols: int, stage: str, channels_last: bool) -> tuple[int,
     if stage == "fwd" and not channels_last:
         cap = min(cap, 2048)  # feature maps: 2048-column tiles, 4 warps (the wide tiles were slower there)
     block_l = TUNING[f"{stage}_block_l"] or _cols_block(cols, cap, _knob(f"{stage}_cols_mode", channels_last))
-    wide = channels_last and block_l >= 4096
+    wide = channels_last and block_l >= 2048  # token rows of 1025+ channels: 8192-element tiles
     tile = TUNING[f"{stage}_tile"] or (8192 if wide else 2048)
     block_r = TUNING[f"{stage}_block_r"] or max(1, min(tile // block_l, _next_pow2(rows)))
     warps = _knob(f"{stage}_warps", channels_last)
     if warps is None:  # forward default
-        warps = 16 if wide else 8 if channels_last and block_l >= 2048 else 4
+        warps = 16 if channels_last and block_l >= 4096 else 8 if wide else 4
     return block_r, block_l, warps
 
 
