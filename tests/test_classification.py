@@ -89,6 +89,12 @@ def test_lr_schedule_formula():
     assert lr_lambda(55, total, warm, "cosine", 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert lr_lambda(100, total, warm, "cosine", 0.1) == pytest.approx(0.1)
     assert lr_lambda(70, total, warm, "constant", 0.0) == 1.0
+    # linear: fairseq's polynomial decay of power 1, from 1 after the warmup to the floor at the last step
+    assert [lr_lambda(s, 110, 10, "linear", 0.0) for s in (0, 9, 10, 60, 110, 200)] == pytest.approx(
+        [0.1, 1.0, 1.0, 0.5, 0.0, 0.0])
+    assert lr_lambda(110, 110, 10, "linear", 0.2) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="optim.schedule"):
+        OptimConfig(schedule="step")
 
 
 def test_digits_split_is_stratified_deterministic_and_disjoint():

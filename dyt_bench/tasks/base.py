@@ -19,7 +19,7 @@ from dyt_bench.norms.surgery import NormReplacementReport, describe_norm
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warmup then cosine (or constant) learning rate, stepped every optimizer step.
+    """AdamW with linear warmup then a cosine, linear or constant learning rate, stepped every optimizer step.
 
     Warmup length: ``warmup_steps``, else ``warmup_epochs``, else ``warmup_fraction`` of all training steps.
     ``lr_base_batch``: when set, ``lr`` is the rate at that global batch and is scaled linearly to the real one
@@ -35,7 +35,7 @@ class OptimConfig:
     warmup_epochs: float | None = None
     warmup_fraction: float = 0.05
     lr_base_batch: int | None = None
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
     min_lr_ratio: float = 0.0
     no_decay_norms_and_biases: bool = True
 
@@ -52,7 +52,7 @@ class OptimConfig:
             raise ValueError(f"optim.warmup_epochs must be >= 0; got {self.warmup_epochs}")
         if self.lr_base_batch is not None and self.lr_base_batch < 1:
             raise ValueError(f"optim.lr_base_batch must be >= 1; got {self.lr_base_batch}")
-        check_choice("optim.schedule", self.schedule, ("cosine", "constant"))
+        check_choice("optim.schedule", self.schedule, ("cosine", "linear", "constant"))
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
 
@@ -67,12 +67,15 @@ class DivergenceConfig:
 
 
 def lr_lambda(step: int, total_steps: int, warmup_steps: int, schedule: str, min_lr_ratio: float) -> float:
-    """Learning-rate multiplier at ``step``: linear warmup from 0, then cosine decay to ``min_lr_ratio`` (or constant)."""
+    """Learning-rate multiplier at ``step``: linear warmup from 0, then a cosine or linear decay to ``min_lr_ratio`` at
+    ``total_steps`` (linear: fairseq's polynomial decay of power 1), or constant."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
         return 1.0
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "linear":
+        return min_lr_ratio + (1 - min_lr_ratio) * (1 - progress)
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

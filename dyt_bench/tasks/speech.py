@@ -64,8 +64,9 @@ class SpeechPretraining(BenchTask):
         mask_time_prob, mask_time_length: span masking in transformers' convention (0.65, 10 = the paper's p = 0.065
             start probability per frame, spans of M = 10 frames).
         config_overrides: other ``Wav2Vec2Config`` fields (e.g. dropouts, ``layerdrop``).
-        linear_decay: after the warmup, decay the learning rate linearly to ``optim.min_lr_ratio`` × lr at the last
-            step (fairseq's ``polynomial_decay`` of the wav2vec 2.0 recipe) instead of ``optim.schedule``.
+        linear_decay: the same as ``optim.schedule: linear`` (which the configs use): after the warmup, decay the
+            learning rate linearly to ``optim.min_lr_ratio`` × lr at the last step (fairseq's ``polynomial_decay`` of
+            the wav2vec 2.0 recipe).
         norm, optim, divergence, track_alpha, track_saturation: see ``BenchTask``.
 
     Logged losses are in bits per masked frame (fairseq's reporting, which the paper's Table 5 uses): ``loss`` =
