@@ -4,6 +4,7 @@ distractors from the same utterance, the codebook diversity loss and the feature
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -22,7 +23,7 @@ from dyt_bench.models.wav2vec2 import (
 )
 from dyt_bench.norms import NormSpec
 
-from .base import BenchTask, DivergenceConfig, OptimConfig
+from .base import BenchTask, DivergenceConfig, OptimConfig, lr_lambda
 
 LN2 = math.log(2.0)
 
@@ -33,11 +34,9 @@ def gumbel_temperature(step: int, start: float, end: float, decay: float) -> flo
 
 
 def linear_warmup_decay(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> float:
-    """Learning-rate multiplier: linear warmup from 0, then linear decay to ``min_lr_ratio`` at ``total_steps``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr_ratio + (1 - min_lr_ratio) * (1 - progress)
+    """Learning-rate multiplier: linear warmup from 0, then linear decay to ``min_lr_ratio`` at ``total_steps``
+    (``optim.schedule: linear``)."""
+    return lr_lambda(step, total_steps, warmup_steps, "linear", min_lr_ratio)
 
 
 def perplexity(probs: torch.Tensor) -> torch.Tensor:
@@ -114,6 +113,8 @@ class SpeechPretraining(BenchTask):
             raise ValueError(f"model.feature_grad_scale must be >= 0; got {feature_grad_scale}")
         self.gumbel = (start, end, decay)
         self.linear_decay = linear_decay
+        if linear_decay:  # an alias of optim.schedule: linear, which BenchTask's scheduler implements
+            self.optim_config = dataclasses.replace(self.optim_config, schedule="linear")
         self.diversity_weight = diversity_weight
         self.feature_penalty_weight = feature_penalty_weight
         self.feature_grad_scale = feature_grad_scale
@@ -134,21 +135,6 @@ class SpeechPretraining(BenchTask):
         self.net.quantizer.weight_proj.register_forward_hook(self._quantizer_hook)
         self.val_metrics = torch.nn.ModuleDict({k: MeanMetric() for k in
                                                 ("loss", "contrastive", "diversity", "feature_penalty")})
-
-    def configure_optimizers(self):
-        config = super().configure_optimizers()
-        if self.linear_decay:
-            cfg = self.optim_config
-            total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer is not None else 1
-            if cfg.warmup_steps is not None:  # the warmup length as BenchTask computes it
-                warmup = cfg.warmup_steps
-            elif cfg.warmup_epochs is not None and self._trainer is not None and (self.trainer.max_epochs or 0) > 0:
-                warmup = int(cfg.warmup_epochs * total / self.trainer.max_epochs)
-            else:
-                warmup = int(cfg.warmup_fraction * total)
-            config["lr_scheduler"]["scheduler"].lr_lambdas[0] = lambda step: linear_warmup_decay(
-                step, total, warmup, cfg.min_lr_ratio)
-        return config
 
     # --- hooks ----------------------------------------------------------------------------------------------------
     def _feature_hook(self, module, inputs, output: torch.Tensor) -> None:
