@@ -158,7 +158,7 @@ def _show(path: str | Path) -> str:
 def run_digits(args) -> str:
     out = Path(args.out)
     kinds = args.kinds
-    results = {}
+    results, procs = {}, {}
     for kind in kinds:
         run_dir = out / kind
         cmd = [sys.executable, "-c", "from dyt_bench.cli import main; main()", "fit", "--config", args.config,
@@ -167,16 +167,25 @@ def run_digits(args) -> str:
                "--seed_everything", str(args.seed)]
         if args.max_steps:
             cmd += ["--trainer.max_steps", str(args.max_steps)]
+        if args.precision:
+            cmd += ["--trainer.precision", args.precision]
         if args.smoke:
             cmd += SMOKE_DIGITS
         print("$ " + " ".join(cmd[3:]), flush=True)
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        procs[kind] = (run_dir, subprocess.Popen(cmd, cwd=ROOT), time.perf_counter())
+        if not args.parallel:
+            procs[kind][1].wait()
+    for kind, (run_dir, proc, start) in procs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"the {kind} run failed (exit {proc.returncode}); its log is above")
         (result_path,) = sorted(glob.glob(str(run_dir / "**" / "result.json"), recursive=True))[-1:]
         result = json.loads(Path(result_path).read_text())
         results[kind] = (run_dir, result, time.perf_counter() - start)
     lines = [f"DiT on digits 32×32 (pixel space), LN vs DyT, config {args.config}"
-             + (" — SMOKE (tiny model, a few steps: not a measurement)" if args.smoke else ""), environment(), "",
+             + (" — SMOKE (tiny model, a few steps: not a measurement)" if args.smoke else "")
+             + (f", precision {args.precision}" if args.precision else "")
+             + (" — the runs shared one GPU (--parallel): steps/s are not single-run speeds" if args.parallel else ""),
+             environment(), "",
              "| norm | status | steps | final train loss | val loss | val FID (by step) | FID extractor | steps/s | "
              "wall s | sample grids |", "|---|---|---|---|---|---|---|---|---|---|"]
     for kind, (run_dir, result, wall) in results.items():
@@ -232,6 +241,9 @@ def main() -> None:
     dg.add_argument("--max-steps", type=int, default=None, help="override the config's budget")
     dg.add_argument("--seed", type=int, default=0)
     dg.add_argument("--out", default="runs/dit_digits_bench")
+    dg.add_argument("--precision", help="override trainer.precision (e.g. bf16-mixed on a GPU)")
+    dg.add_argument("--parallel", action="store_true",
+                    help="run the norms at once on the same device (quicker; their steps/s then share it)")
     for p in (tp, dg):
         p.add_argument("--smoke", action="store_true", help="tiny shapes, CPU is fine: checks that the script runs")
         p.add_argument("--output", help="also write the markdown table here")

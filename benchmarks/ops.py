@@ -4,6 +4,7 @@ the statistics norms (LayerNorm, RMSNorm), as times, GB/s and % of the memory fl
     python benchmarks/ops.py                       # the full table set (needs CUDA)
     python benchmarks/ops.py --quick               # fewer repetitions
     python benchmarks/ops.py --sweep               # also sweep the block-shape heuristic's knobs
+    python benchmarks/ops.py --only none --sweep-fn erf   # one function's own knobs, against tanh
     python benchmarks/ops.py --json out.json       # also write every row
 
 Floor: the time to move the bytes the op must move at the device-to-device copy bandwidth measured in this run
@@ -324,6 +325,66 @@ def sweep(bw, quick, wide: bool = False) -> list[Row]:
     return rows
 
 
+def sweep_fn(bw, quick, fn: str = "erf") -> list[Row]:
+    """Per-function knobs (``TUNING["per_function"][fn]``): forward (tile, warps, register cap) and backward (tile,
+    warps, register cap, programs per SM) for ``fn`` with a learnable shift when it is erf, against tanh at the
+    default knobs in the same run, on the tables' token matrices and feature map."""
+    import itertools
+
+    from dyt_bench.ops import triton_squash
+
+    saved = {k: dict(v) for k, v in triton_squash.TUNING["per_function"].items()}
+    rows = []
+    for shape, channel_dim in [((32768, 4096), -1), ((50432, 768), -1), ((128, 256, 56, 56), 1)]:
+        x, a, w, b, dy = make_inputs(shape, torch.bfloat16, channel_dim)
+        n_bytes = x.numel() * 2
+        dim = channel_dim % x.dim()
+        shift = torch.zeros((), device="cuda") if fn == "erf" else None
+
+        def fwd_ms(name, shift=shift, inputs=(x, a, w, b), dim=dim):
+            with torch.no_grad():
+                return graph_ms(lambda: triton_squash._launch_forward(*inputs, shift, name, dim), quick)
+
+        def bwd_ms(name, shift=shift, inputs=(dy, x, a, w), dim=dim):
+            args = (*inputs, shift, name, dim, True, True, True, True, shift is not None)
+            return graph_ms(lambda: triton_squash._launch_backward(*args), quick)
+
+        triton_squash.TUNING["per_function"] = {}
+        ref = {"fwd": fwd_ms("tanh", None), "bwd": bwd_ms("tanh", None)}
+        base = {"fwd": fwd_ms(fn), "bwd": bwd_ms(fn)}
+        label_shape = "x".join(map(str, shape))
+        for stage, measure in (("fwd", fwd_ms), ("bwd", bwd_ms)):
+            floor = (2 if stage == "fwd" else 3) * n_bytes / bw / 1e6
+            if stage == "fwd":
+                grid = itertools.product([4096, 8192], [8, 16, 32], [None, 32, 40], [None])
+            else:
+                grid = itertools.product([1024, 2048], [4, 8], [None, 128], [2, 3, 4])
+            results = []
+            for tile, warps, maxnreg, pps in grid:
+                knobs = {f"{stage}_tile": tile, f"{stage}_warps": warps, f"{stage}_maxnreg": maxnreg}
+                if pps is not None:
+                    knobs["programs_per_sm"] = pps
+                triton_squash.TUNING["per_function"] = {fn: knobs}
+                label = f"tile={tile} warps={warps} maxnreg={maxnreg}" + (f" pps={pps}" if pps else "")
+                try:
+                    ms = measure(fn)
+                except Exception as exc:  # e.g. too many registers for the block at one configuration
+                    print(f"  {stage} {label}: failed ({type(exc).__name__})")
+                    continue
+                results.append((ms, label, 100 * floor / ms))
+            results.sort()
+            print(f"sweep {fn} {stage} {label_shape} bf16 (tanh default {ref[stage]:.4f} ms, {fn} default "
+                  f"{base[stage]:.4f} ms): best first")
+            for ms, label, pct in results[:8]:
+                print(f"  {ms:8.4f} ms {pct:5.1f}%  {100 * (ms / ref[stage] - 1):+5.1f}% vs tanh  {label}")
+                rows.append(Row(f"sweep {fn} {stage}", label_shape, "bf16", label,
+                                ms if stage == "fwd" else None, None, pct if stage == "fwd" else None,
+                                ms if stage == "bwd" else None, pct if stage == "bwd" else None, None,
+                                note=f"tanh default {ref[stage]:.4f} ms"))
+    triton_squash.TUNING["per_function"] = saved
+    return rows
+
+
 def host_overhead(shape=(4096, 1024), calls: int = 300) -> None:
     """CPU time per call (µs) of forward and forward + backward on a small tensor, where the host is the bottleneck,
     for each DyT contender; then a cProfile of ours."""
@@ -402,6 +463,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep", action="store_true", help="also sweep the block-shape knobs")
     parser.add_argument("--sweep-wide", action="store_true", help="sweep forward column blocks up to 8192 (wide C)")
     parser.add_argument("--sweep-split", action="store_true", help="sweep the split-row forward on C = 768, 1280, 1536")
+    parser.add_argument("--sweep-fn", metavar="FN", help="sweep one function's own knobs (e.g. erf) against tanh")
     parser.add_argument("--json", help="write every row here")
     parser.add_argument("--host", action="store_true", help="also measure host (CPU) time per call, and profile ours")
     parser.add_argument("--markdown", help="write the markdown table here")
@@ -487,6 +549,8 @@ def main(argv=None) -> int:
         rows += sweep(bw, args.quick, wide=True)
     if args.sweep_split:
         rows += sweep_split(bw, args.quick)
+    if args.sweep_fn:
+        rows += sweep_fn(bw, args.quick, args.sweep_fn)
     table = markdown(rows)
     print("\n" + table)
     if args.markdown:

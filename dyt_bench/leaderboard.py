@@ -325,13 +325,24 @@ def _axis_by_name(axes: list[Axis], name: str, where: str) -> Axis:
                            + (", ".join(a.name for a in axes) or "(none: every result has the same config)"))
 
 
+def _fid_extractor(result: RunResult) -> str | None:
+    """The id of the feature extractor behind a run's FID (diffusion results record it), else None."""
+    info = (result.config or {}).get("fid_extractor")
+    return str(info.get("id") or info.get("name")) if isinstance(info, dict) else None
+
+
 def build_tables(records: list[Record], opts: Options) -> list[Table]:
-    """Group results by grid and task, place each on its axes, and compute every cell's statistics."""
-    groups: dict[tuple[str | None, str], list[Record]] = {}
+    """Group results by grid and task, place each on its axes, and compute every cell's statistics. For an FID
+    metric, runs whose FIDs come from different feature extractors go to separate tables: those numbers are not
+    comparable."""
+    is_fid = "fid" in opts.metric.lower()
+    groups: dict[tuple[str | None, str, str | None], list[Record]] = {}
     for r in records:
-        groups.setdefault((r.grid.name if r.grid else None, r.result.task), []).append(r)
+        extractor = _fid_extractor(r.result) if is_fid else None
+        groups.setdefault((r.grid.name if r.grid else None, r.result.task, extractor), []).append(r)
     tables = []
-    for (grid_name, task), recs in sorted(groups.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
+    for (grid_name, task, extractor), recs in sorted(groups.items(),
+                                                     key=lambda kv: (kv[0][0] or "", kv[0][1], kv[0][2] or "")):
         spec = recs[0].grid
         axes = list(spec.axes) if spec else infer_axes(recs)
         notes = []
@@ -417,6 +428,8 @@ def build_tables(records: list[Record], opts: Options) -> list[Table]:
                     for c in row_cells:
                         c.best_in_row = c.stats.mean == best
             title = " · ".join(x for x in (grid_name, task) if x)
+            if extractor:
+                title += f" · FID features {extractor}"
             if facet:
                 title += " · " + ", ".join(f"{_short(axes, k)}={v}" for k, v in facet.items())
             table_notes = list(notes)

@@ -203,3 +203,29 @@ def test_one_table_per_task(runs, capsys):
     write_result(runs / "other_task", _result("dyt", 0, 0.5, task="text_classification"))
     data = _json(capsys, runs)
     assert sorted(t["task"] for t in data["tables"]) == ["image_classification", "text_classification"]
+
+
+def test_fids_from_different_feature_extractors_never_share_a_table(tmp_path, capsys):
+    root = tmp_path / "runs"
+    fids = {("layernorm", "random_cnn-a"): [30.0, 32.0], ("dyt", "random_cnn-a"): [28.0, 29.0],
+            ("layernorm", "inception-2048"): [9.0, 9.5], ("dyt", "inception-2048"): [8.8, 9.1]}
+    for (kind, extractor), values in fids.items():
+        for seed, fid in enumerate(values):
+            r = _result(kind, seed, None, task="diffusion")
+            metrics = {"val/fid": fid, "val/loss": 0.01 * fid}
+            r.metrics_best, r.metrics_final = dict(metrics), dict(metrics)
+            r.config["fid_extractor"] = {"name": extractor.split("-")[0], "id": extractor}
+            write_result(root / f"{kind}_{extractor}_s{seed}", r)
+    data = _json(capsys, root, "--metric", "val/fid", "--mode", "min")
+    titles = sorted(t["title"] for t in data["tables"])
+    assert len(titles) == 2 and "inception-2048" in titles[0] and "random_cnn-a" in titles[1]
+    for extractor in ("random_cnn-a", "inception-2048"):
+        (table,) = [t for t in data["tables"] if extractor in t["title"]]
+        cells = [c for c in data["cells"] if c["table"] == table["title"]]
+        # each table holds only its own extractor's runs: the mean is over the two seeds of that extractor
+        for c in cells:
+            kind = c["axes"]["model.norm.kind"]
+            assert c["mean"] == pytest.approx(statistics.fmean(fids[(kind, extractor)]))
+    # other metrics of the same runs are not split by the extractor
+    data = _json(capsys, root, "--metric", "val/loss")
+    assert len(data["tables"]) == 1

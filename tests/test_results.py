@@ -45,3 +45,39 @@ def test_unknown_keys_are_ignored_when_reading(tmp_path):
     data = _result().to_dict() | {"added_in_a_later_version": 1}
     (tmp_path / "result.json").write_text(json.dumps(data))
     assert read_result(tmp_path / "result.json").task == "image_classification"
+
+
+def test_task_defined_throughput_units_are_summed_over_training_batches(tmp_path):
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dyt_bench.callbacks.result_writer import ResultWriter
+
+    class Task(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 1)
+
+        def training_step(self, batch, batch_idx):
+            (x,) = batch
+            return self.lin(x).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def throughput_units(self, batch):  # e.g. seconds of audio: here 2.5 per sample plus 1 per batch
+            return {"widgets": 2.5 * batch[0].shape[0] + 1.0}
+
+    data = TensorDataset(torch.randn(22, 3))  # batches of 4: five full, one of 2
+    writer = ResultWriter(run_dir=str(tmp_path))
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", callbacks=[writer])
+    trainer.fit(Task(), DataLoader(data, batch_size=4))
+    result = read_result(tmp_path / "result.json")
+    batches, samples = 6, 22
+    widgets = 2.5 * samples + 1.0 * batches
+    tp = result.throughput
+    assert tp["train_widgets_per_s"] > 0
+    # the same training time divides both, so their ratio is exact
+    assert tp["train_widgets_per_s"] / tp["train_samples_per_s"] == pytest.approx(widgets / samples, rel=1e-9)

@@ -373,3 +373,16 @@ def test_layernorm_model_learns_below_chance(tmp_path):
     tiny_trainer(tmp_path, max_steps=300, limit_val_batches=0).fit(task, datamodule=data)
     after = _val_contrastive(task, val)
     assert after < math.log(101) - 0.1, after
+
+
+def test_throughput_unit_is_seconds_of_unpadded_audio(librispeech, tmp_path):
+    root, _ = librispeech
+    dm = _data(root, tmp_path, batch_mode="pad")
+    dm.setup()
+    task = SpeechPretraining(**TINY, norm={"kind": "layernorm"})
+    padded = 0
+    for batch in dm.train_dataloader():
+        seconds = task.throughput_units(batch)["audio_seconds"]
+        assert seconds == pytest.approx(float(batch["attention_mask"].sum()) / SR)  # padding left out
+        padded += seconds < batch["input_values"].numel() / SR
+    assert padded  # at least one batch held padding, so the two measures differed

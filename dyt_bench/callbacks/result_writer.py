@@ -73,6 +73,11 @@ class ResultWriter(pl.Callback):
 
     ``run_dir`` defaults to the trainer's log directory. Best metrics follow the task's ``metric_modes``
     (name → "max" | "min"), updated at the end of each validation epoch.
+
+    Throughput: samples and optimizer steps per second of training-batch time, tokens per second when the task sets
+    ``tokens_per_sample``, and any unit of the task's own: a task method ``throughput_units(batch)`` returning
+    ``{unit: amount in this batch}`` (e.g. ``{"audio_seconds": 12.5}``) is summed over training batches and reported
+    as ``train_<unit>_per_s``.
     """
 
     def __init__(self, run_dir: str | None = None, config: dict[str, Any] | None = None) -> None:
@@ -84,6 +89,7 @@ class ResultWriter(pl.Callback):
         self._started_at = ""
         self._train_time = 0.0
         self._train_samples = 0
+        self._train_units: dict[str, float] = {}
         self._batch_t0: float | None = None
         self._written = False
 
@@ -102,6 +108,10 @@ class ResultWriter(pl.Callback):
         if self._batch_t0 is not None:
             self._train_time += time.perf_counter() - self._batch_t0
             self._train_samples += _batch_size(batch)
+            units = getattr(pl_module, "throughput_units", None)
+            if callable(units):
+                for name, amount in units(batch).items():
+                    self._train_units[name] = self._train_units.get(name, 0.0) + float(amount)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -157,6 +167,8 @@ class ResultWriter(pl.Callback):
             tokens = getattr(pl_module, "tokens_per_sample", 0)
             if tokens:  # sequence tasks: tokens per second as well
                 throughput["train_tokens_per_s"] = tokens * self._train_samples / self._train_time
+            for name, amount in self._train_units.items():
+                throughput[f"train_{name}_per_s"] = amount / self._train_time
         norm = getattr(pl_module, "norm_spec", None)
         result = RunResult(
             task=getattr(pl_module, "task_name", type(pl_module).__name__),

@@ -60,6 +60,15 @@ TUNING = {
     # whole-row tiles with masked lanes on an H100, so off by default
     "programs_per_sm": 4,
     "min_iters_per_program": 4,
+    "fwd_maxnreg": None,  # registers per thread cap (ptxas), None: the compiler's choice
+    "fwd_wide_maxnreg": None,  # the same for the 8192-element tiles of wide token rows (wins over fwd_maxnreg)
+    "bwd_maxnreg": None,
+    # knobs that differ for one function, keyed by name or by (name, channels_last); they win over the ones above.
+    # erf's longer arithmetic needs more registers, which cost occupancy: capped for wide forward tiles, and smaller
+    # backward tiles on 8 warps for tokens (benchmarks/ops.py --sweep-fn erf, docs/benchmarks.md)
+    "per_function": {
+        "erf": {"fwd_wide_maxnreg": 40, ("bwd_tile", True): 1024, ("bwd_warps", True): 8},
+    },
 }
 _LAYOUT_DEFAULTS = {
     ("bwd_max_cols_block", True): 1024, ("bwd_max_cols_block", False): 256,
@@ -68,7 +77,11 @@ _LAYOUT_DEFAULTS = {
 }
 
 
-def _knob(name: str, channels_last: bool):
+def _knob(name: str, channels_last: bool, fn: str | None = None):
+    own = TUNING["per_function"].get(fn, {})
+    for key in ((name, channels_last), name):
+        if key in own:
+            return own[key]
     value = TUNING[name]
     return _LAYOUT_DEFAULTS.get((name, channels_last)) if value is None else value
 
@@ -105,15 +118,45 @@ if interpreting():
     _patch_interpreter_scalar_index()
 
 
+# The transcendental pieces, as single special-function-unit instructions with denormals flushed to zero. Triton's
+# `1.0 / x` and `tl.exp` add range checks and predicated rescaling around each one (three to four extra instructions
+# an element), which left erf and the backward's recomputation issue-bound at bf16 on an H100 (docs/benchmarks.md).
+# Flushing is harmless here: every reciprocal is of a value ≥ 1 (or inf, giving 0) and an exponential that underflows
+# only ever multiplies a quantity that is then subtracted from 1. The interpreter (and ROCm) use the plain forms.
+_PTX = not interpreting() and getattr(torch.version, "hip", None) is None
+
+if _PTX:
+    @triton.jit
+    def _rcp(x):
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+
+    @triton.jit
+    def _exp2(x):
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+else:
+    @triton.jit
+    def _rcp(x):
+        return 1.0 / x
+
+    @triton.jit
+    def _exp2(x):
+        return tl.exp2(x)
+
+
+_LOG2E = tl.constexpr(1.4426950408889634)
+
+
 @triton.jit
 def _squash(z, FN: tl.constexpr):
-    # tanh through exp (exact to ~1e-7 absolute, overflow-safe: exp → inf gives 1, exp → 0 gives -1)
     if FN == 0:
-        s = 1.0 - 2.0 / (tl.exp(2.0 * z) + 1.0)
+        # tanh(z) = 1 - 2 / (e^{2z} + 1): overflow-safe (e → inf gives 1, e → 0 gives -1), ~1e-7 absolute
+        s = 1.0 - 2.0 * _rcp(_exp2(z * (2.0 * _LOG2E)) + 1.0)
     elif FN == 1:
         s = tl.minimum(tl.maximum(z, -1.0), 1.0)
     elif FN == 2:
-        s = tl.sigmoid(z)
+        s = _rcp(1.0 + _exp2(z * -_LOG2E))
     elif FN == 3:
         s = z
     else:
@@ -122,13 +165,19 @@ def _squash(z, FN: tl.constexpr):
 
 
 @triton.jit
+def _gauss(z):
+    # exp(-z²), shared by erf and its derivative (the same pure expression, so computed once after inlining)
+    return _exp2(z * z * -_LOG2E)
+
+
+@triton.jit
 def _erf(z):
-    # Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7): one exp and one division, against libdevice's longer erff,
-    # which made Derf compute-bound; its exp(-z²) is the same one the backward needs for erf' (shared after inlining)
+    # Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7): one reciprocal and one exponential, against libdevice's
+    # longer erff, which made Derf compute-bound
     a = tl.abs(z)
-    t = 1.0 / (1.0 + 0.3275911 * a)
+    t = _rcp(1.0 + 0.3275911 * a)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    r = 1.0 - poly * tl.exp(-z * z)
+    r = 1.0 - poly * _gauss(z)
     return tl.where(z < 0, -r, r)
 
 
@@ -144,7 +193,7 @@ def _squash_grad(z, s, FN: tl.constexpr):
     elif FN == 3:
         d = tl.full(z.shape, 1.0, tl.float32)
     else:
-        d = 1.1283791670955126 * tl.exp(-z * z)  # 2 / sqrt(pi)
+        d = 1.1283791670955126 * _gauss(z)  # 2 / sqrt(pi)
     return d
 
 
@@ -324,13 +373,14 @@ def _bwd_channels_first_kernel(DY, X, A, S, W, DX, PART, R, L, C, COL_PROGRAMS, 
 _COMPILED: dict[tuple, object] = {}
 
 
-def _launch(kernel, grid: tuple[int, int], device: torch.device, num_warps: int, **args) -> None:
+def _launch(kernel, grid: tuple[int, int], device: torch.device, num_warps: int, maxnreg: int | None = None,
+            **args) -> None:
     values = [args[name] for name in kernel.arg_names]
     if interpreting() or device.type != "cuda":
         kernel[grid](*values, num_warps=num_warps)
         return
     constexprs = set(kernel.constexprs)
-    key = [id(kernel), num_warps, device.index]
+    key = [id(kernel), num_warps, maxnreg, device.index]
     for i, v in enumerate(values):
         if isinstance(v, torch.Tensor):
             key.append((v.dtype, v.data_ptr() % 16 == 0))
@@ -341,7 +391,8 @@ def _launch(kernel, grid: tuple[int, int], device: torch.device, num_warps: int,
     key = tuple(key)
     compiled = _COMPILED.get(key)
     if compiled is None:
-        _COMPILED[key] = kernel[grid](*values, num_warps=num_warps)
+        options = {"maxnreg": maxnreg} if maxnreg else {}
+        _COMPILED[key] = kernel[grid](*values, num_warps=num_warps, **options)
         return
     compiled[(grid[0], grid[1], 1)](*values, stream=torch.cuda.current_stream(device).cuda_stream)
 
@@ -378,19 +429,24 @@ def _split_factor(channels: int) -> int:
     return channels // block if block >= 64 and channels // block <= 8 else 1
 
 
-def _blocks(rows: int, cols: int, stage: str, channels_last: bool) -> tuple[int, int, int]:
-    """(BLOCK_R, BLOCK_L, num_warps) of the ``stage`` ("fwd" or "bwd") kernel for a rows × cols matrix."""
-    cap = _knob(f"{stage}_max_cols_block", channels_last)
+def _blocks(rows: int, cols: int, stage: str, channels_last: bool, fn: str) -> tuple[int, int, int, int | None]:
+    """(BLOCK_R, BLOCK_L, num_warps, maxnreg) of the ``stage`` ("fwd" or "bwd") kernel of ``fn`` for a rows × cols
+    matrix."""
+    def knob(name):
+        return _knob(f"{stage}_{name}", channels_last, fn)
+
+    cap = knob("max_cols_block")
     if stage == "fwd" and not channels_last:
         cap = min(cap, 2048)  # feature maps: 2048-column tiles, 4 warps (the wide tiles were slower there)
-    block_l = TUNING[f"{stage}_block_l"] or _cols_block(cols, cap, _knob(f"{stage}_cols_mode", channels_last))
+    block_l = knob("block_l") or _cols_block(cols, cap, knob("cols_mode"))
     wide = channels_last and block_l >= 2048  # token rows of 1025+ channels: 8192-element tiles
-    tile = TUNING[f"{stage}_tile"] or (8192 if wide else 2048)
-    block_r = TUNING[f"{stage}_block_r"] or max(1, min(tile // block_l, _next_pow2(rows)))
-    warps = _knob(f"{stage}_warps", channels_last)
+    tile = knob("tile") or (8192 if wide else 2048)
+    block_r = knob("block_r") or max(1, min(tile // block_l, _next_pow2(rows)))
+    warps = knob("warps")
     if warps is None:  # forward default
         warps = 16 if channels_last and block_l >= 4096 else 8 if wide else 4
-    return block_r, block_l, warps
+    maxnreg = knob("wide_maxnreg") if stage == "fwd" and wide else None
+    return block_r, block_l, warps, maxnreg or knob("maxnreg")
 
 
 _SM_COUNT: dict[int, int] = {}
@@ -447,11 +503,11 @@ def _launch_forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, f
     split = _split_factor(cols) if channels_last and TUNING["fwd_split_rows"] else 1
     if split > 1:  # C = split · B channels per token: a (rows · split, B) matrix, so every tile is contiguous
         index, groups, rows, cols = 2, split, rows * split, cols // split
-    block_r, block_l, warps = _blocks(rows, cols, "fwd", channels_last)
+    block_r, block_l, warps, maxnreg = _blocks(rows, cols, "fwd", channels_last, fn)
     grid = (triton.cdiv(rows, block_r), triton.cdiv(cols, block_l))
     if grid[1] > 65535:
         raise ValueError(f"squash_affine (Triton): {cols} elements per row is beyond the grid limit; use impl='eager'")
-    _launch(_fwd_kernel, grid, x.device, warps,
+    _launch(_fwd_kernel, grid, x.device, warps, maxnreg,
             X=xv, Y=y, A=alpha, S=shift if shift is not None else alpha, W=weight if weight is not None else xv,
             B=bias if bias is not None else xv, R=rows, L=cols, C=groups,
             BLOCK_R=block_r, BLOCK_L=block_l, INDEX=index, FN=_FN_CODE[fn],
@@ -467,8 +523,8 @@ def _launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need
     dx = torch.empty_like(xv) if need_dx else xv.new_empty(0)
     if x.numel() == 0:
         return dx, torch.zeros(4, channels, device=x.device, dtype=torch.float32)
-    block_r, block_l, warps = _blocks(rows, cols, "bwd", channels_last)
-    target = _sm_count(x.device) * TUNING["programs_per_sm"]
+    block_r, block_l, warps, maxnreg = _blocks(rows, cols, "bwd", channels_last, fn)
+    target = _sm_count(x.device) * _knob("programs_per_sm", channels_last, fn)
     min_iters = TUNING["min_iters_per_program"]
     flags = dict(BLOCK_R=block_r, BLOCK_L=block_l, FN=_FN_CODE[fn], HAS_W=weight is not None, HAS_S=shift is not None,
                  NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db, NEED_DA=need_da, NEED_DS=need_ds,
@@ -481,7 +537,7 @@ def _launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need
         row_blocks = triton.cdiv(rows, block_r)
         programs = max(1, min(row_blocks, triton.cdiv(target, col_blocks), triton.cdiv(row_blocks, min_iters)))
         part = torch.empty(programs, 4, cols, device=x.device, dtype=torch.float32)
-        _launch(_bwd_channels_last_kernel, (programs, col_blocks), x.device, warps,
+        _launch(_bwd_channels_last_kernel, (programs, col_blocks), x.device, warps, maxnreg,
                 DY=dy, X=xv, A=alpha, S=s_arg, W=w_arg, DX=dx_arg, PART=part, R=rows, L=cols, ROW_PROGRAMS=programs,
                 ITERS=triton.cdiv(row_blocks, programs), **flags)
         sums = part.sum(0)
@@ -490,7 +546,7 @@ def _launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need
         col_blocks = triton.cdiv(cols, block_l)
         programs = max(1, min(col_blocks, triton.cdiv(target, row_blocks), triton.cdiv(col_blocks, min_iters), 65535))
         part = torch.empty(programs, 4, rows, device=x.device, dtype=torch.float32)
-        _launch(_bwd_channels_first_kernel, (row_blocks, programs), x.device, warps,
+        _launch(_bwd_channels_first_kernel, (row_blocks, programs), x.device, warps, maxnreg,
                 DY=dy, X=xv, A=alpha, S=s_arg, W=w_arg, DX=dx_arg, PART=part, R=rows, L=cols, C=channels,
                 COL_PROGRAMS=programs, ITERS=triton.cdiv(col_blocks, programs), **flags)
         sums = part.sum(0).view(4, rows // channels, channels).sum(1)

@@ -246,6 +246,10 @@ class SpeechPretraining(BenchTask):
                  reduce_fx="sum")
         return parts["loss"]
 
+    def throughput_units(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Seconds of audio in a training batch (padding excluded): result.json reports train_audio_seconds_per_s."""
+        return {"audio_seconds": float(batch["lengths"].sum()) / self.sample_rate}
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # fixed masks and distractors per batch: the validation loss of two runs is computed on the same task
         parts = self.compute_losses(batch, seed=1_000 + batch_idx)
