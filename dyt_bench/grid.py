@@ -818,6 +818,18 @@ class _Running:
     slot: int
 
 
+_OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+
+
+def failed_out_of_memory(cell: Cell) -> bool:
+    """True when the cell's recorded error is the GPU running out of memory (e.g. too many cells on one GPU)."""
+    try:
+        error = read_result(cell.dir / RESULT_FILE).error or ""
+    except (OSError, ValueError, TypeError):
+        return False
+    return any(marker in error for marker in _OOM_MARKERS)
+
+
 def cells_to_run(cells: list[Cell], retry_failed: bool) -> list[Cell]:
     """Cells without a finished result; failed cells only with ``retry_failed`` (a failure usually repeats)."""
     skip = set(FINISHED_STATUSES) | (set() if retry_failed else {"failed"})
@@ -1123,6 +1135,12 @@ def main(argv: list[str] | None = None) -> int:
         failed = [cell.id for cell in cells if state.status[cell.id] == "failed"]
         print(f"[grid {spec.name}] failed cells (logs in each cell dir; --retry-failed runs them again): "
               + ", ".join(failed[:10]) + (" …" if len(failed) > 10 else ""), flush=True)
+        oom = [cell for cell in cells if state.status[cell.id] == "failed" and failed_out_of_memory(cell)]
+        if oom:
+            print(f"[grid {spec.name}] {len(oom)} of them ran out of GPU memory"
+                  + (f" with {workers} cells at a time: re-run with --retry-failed and fewer --workers"
+                     if workers > 1 else ": re-run with --retry-failed once the GPU is free, or with a smaller "
+                     "batch"), flush=True)
     if code == 0 and args.launcher != "local" and args.no_wait:
         return 0
     print(f"[grid {spec.name}] results: dyt-bench leaderboard {spec.output}", flush=True)

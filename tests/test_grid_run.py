@@ -45,6 +45,17 @@ class RaiseAt(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.step:
             raise RuntimeError(f"boom at step {self.step}")
+
+
+class OutOfMemoryAt(pl.Callback):
+    """Raises the error a CUDA allocation failure raises, at training step ``step``."""
+
+    def __init__(self, step: int = 1):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 MiB")
 '''
 
 BASE = {
@@ -61,6 +72,7 @@ BASE = {
 }
 NAN = [{"class_path": "gridtest_callbacks.NaNParams", "init_args": {"step": 1}}]
 RAISE = [{"class_path": "gridtest_callbacks.RaiseAt", "init_args": {"step": 1}}]
+OOM = [{"class_path": "gridtest_callbacks.OutOfMemoryAt", "init_args": {"step": 1}}]
 
 
 @pytest.fixture
@@ -153,6 +165,18 @@ def test_a_failing_cell_is_recorded_and_the_grid_goes_on(make_grid, capsys):
     capsys.readouterr()
     assert leaderboard_main([str(out), "--format", "md"]) == 0
     assert "failed 1" in capsys.readouterr().out
+
+
+def test_cells_that_ran_out_of_gpu_memory_get_a_hint(make_grid, capsys):
+    axes = {"case": [{"label": "oom", "trainer.callbacks": OOM}, {"label": "raises", "trainer.callbacks": RAISE}]}
+    path, out = make_grid("oom", axes)
+    assert grid_main([str(path), "--workers", "2", "--no-check", "--progress", "plain"]) == 1
+    printed = capsys.readouterr().out
+    by_case = {json.loads((out / d / "cell.json").read_text())["axes"]["case"]: r for d, r in _results(out).items()}
+    assert by_case["oom"].status == "failed" and "CUDA out of memory" in by_case["oom"].error
+    # one of the two failures is out of memory: the hint counts it and names the remedy
+    assert "1 of them ran out of GPU memory with 2 cells at a time" in printed
+    assert "--retry-failed and fewer --workers" in printed
 
 
 def _wait_for(predicate, timeout, what):
