@@ -893,6 +893,9 @@ def run_local(spec: GridSpec, state: GridState, todo: list[Cell], workers: int, 
         view.finished(r.cell, outcome)
 
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    # SIGINT too, even when the grid was started with it ignored (a background job of a script: `dyt-bench grid … &`),
+    # so that `kill -INT` stops it as cleanly as Ctrl-C does
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while pending or running:
             busy: list[Cell] = []
@@ -931,6 +934,7 @@ def run_local(spec: GridSpec, state: GridState, todo: list[Cell], workers: int, 
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     return 0
 
 

@@ -207,9 +207,15 @@ def _lock_free(cell_dir):
         os.close(fd)
 
 
-def _start_grid(path):
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_grid(path, sigint_ignored=False):
+    """The grid as its own process; ``sigint_ignored``: started the way a script's background job (`… &`) is."""
     return subprocess.Popen([sys.executable, "-m", "dyt_bench.cli", "grid", str(path), "--no-check", "--progress",
-                             "plain"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "plain"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_ignore_sigint if sigint_ignored else None)
 
 
 def test_sigkill_mid_grid_then_rerun_finishes_without_rerunning_or_duplicating(make_grid, capsys):
@@ -246,10 +252,11 @@ def test_sigkill_mid_grid_then_rerun_finishes_without_rerunning_or_duplicating(m
     assert sorted(c["n"] for c in json.loads(capsys.readouterr().out)["cells"]) == [2, 2]
 
 
-def test_ctrl_c_marks_the_running_cell_interrupted_and_keeps_the_rest(make_grid):
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["terminal", "background-job"])
+def test_ctrl_c_marks_the_running_cell_interrupted_and_keeps_the_rest(make_grid, sigint_ignored):
     path, out = make_grid("ctrlc", {"model.norm.kind": ["layernorm", "dyt"]},
                           overrides={"trainer.max_steps": 100000, "trainer.val_check_interval": 50})
-    proc = _start_grid(path)
+    proc = _start_grid(path, sigint_ignored)
     try:
         _wait_for(lambda: (c := _counts(out)) and c["running"] == 1, 60, "a running cell")
         # hparams.yaml is written when fit starts: from then on the run itself records the interruption
