@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 
 TESTS = Path(__file__).resolve().parent
 
@@ -43,3 +43,22 @@ def test_per_function_knobs_override_the_heuristic_by_name_and_by_layout(monkeyp
     assert ts._blocks(32768, 4096, "bwd", True, "sigmoid") == (2, 1024, 2, 96)
     assert ts._blocks(32768, 3136, "bwd", False, "sigmoid")[2:] == (16, 96)
     assert ts._blocks(32768, 4096, "bwd", True, "tanh") == (2, 1024, 4, None)
+
+
+def test_compiled_kernels_use_one_reciprocal_and_one_exponential_per_element():
+    """The kernels' tanh, sigmoid and erf compile (for sm_90, no GPU needed) to two special-function instructions an
+    element, rcp and ex2, with no spills: the property behind docs/benchmarks.md's timings."""
+    if not (Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump").exists():
+        pytest.skip("Triton's NVIDIA backend tools are not installed")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, str(TESTS.parent / "benchmarks" / "kernel_sass.py"), "--fn", "tanh",
+                           "sigmoid", "erf", "--shift"], cwd=TESTS.parent, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| ") and "×" in line]
+    assert len(rows) == 6  # three functions × forward and backward
+    for fn, stage, _tile, _warps, _cap, regs, spill, sass, mufu in (map(str.strip, r) for r in rows):
+        assert float(mufu) == 2.0, (fn, stage, mufu)
+        assert int(spill) == 0 and int(regs) <= 255, (fn, stage, regs, spill)
+        if fn == "tanh" and stage == "fwd":  # 19 with the bare rcp / ex2, 23.5 with Triton's own division and
+            assert float(sass) < 23, sass  # exp2 and their range checks (triton 3.6, sm_90)
