@@ -74,10 +74,9 @@ class ResultWriter(pl.Callback):
     ``run_dir`` defaults to the trainer's log directory. Best metrics follow the task's ``metric_modes``
     (name → "max" | "min"), updated at the end of each validation epoch.
 
-    Throughput: samples and optimizer steps per second of training-batch time, tokens per second when the task sets
-    ``tokens_per_sample``, and any unit of the task's own: a task method ``throughput_units(batch)`` returning
-    ``{unit: amount in this batch}`` (e.g. ``{"audio_seconds": 12.5}``) is summed over training batches and reported
-    as ``train_<unit>_per_s``.
+    Throughput: samples and optimizer steps per second of training-batch time, and any unit of the task's own: a task
+    method ``throughput_units(batch)`` returning ``{unit: amount in this batch}`` (tokens for the sequence tasks,
+    ``{"audio_seconds": 12.5}`` for speech) is summed over training batches and reported as ``train_<unit>_per_s``.
     """
 
     def __init__(self, run_dir: str | None = None, config: dict[str, Any] | None = None) -> None:
@@ -164,9 +163,6 @@ class ResultWriter(pl.Callback):
         if self._train_time > 0:
             throughput = {"train_samples_per_s": self._train_samples / self._train_time,
                           "train_steps_per_s": trainer.global_step / self._train_time}
-            tokens = getattr(pl_module, "tokens_per_sample", 0)
-            if tokens:  # sequence tasks: tokens per second as well
-                throughput["train_tokens_per_s"] = tokens * self._train_samples / self._train_time
             for name, amount in self._train_units.items():
                 throughput[f"train_{name}_per_s"] = amount / self._train_time
         norm = getattr(pl_module, "norm_spec", None)

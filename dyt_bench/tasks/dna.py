@@ -90,7 +90,6 @@ class DNAPretraining(_HyenaTask):
         self._describe(size, self.net.backbone)
         self.val_loss = MeanMetric()
         self.val_acc = MeanMetric()
-        self.tokens_per_sample = 0
 
     def setup(self, stage: str) -> None:
         self.check_datamodule(vocab_size=self.hyena_config.vocab_size)
@@ -109,8 +108,11 @@ class DNAPretraining(_HyenaTask):
         correct = ((logits.argmax(-1) == targets) & valid).sum()
         return loss, correct, valid.sum()
 
+    def throughput_units(self, batch: torch.Tensor) -> dict[str, float]:
+        """Predicted tokens in a training batch: result.json reports train_tokens_per_s."""
+        return {"tokens": batch.shape[0] * (batch.shape[1] - 1)}
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        self.tokens_per_sample = batch.shape[1] - 1
         loss, _, _ = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True)
         return loss
@@ -250,7 +252,6 @@ class DNAClassification(_HyenaTask):
         self.val_loss = MeanMetric()
         self.best_val_acc = -1.0
         self.test_acc_at_best_val = float("nan")
-        self.tokens_per_sample = 0
 
     def setup(self, stage: str) -> None:
         self.check_datamodule(num_classes=self.num_classes, vocab_size=self.hyena_config.vocab_size)
@@ -261,9 +262,12 @@ class DNAClassification(_HyenaTask):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(input_ids, attention_mask)
 
+    def throughput_units(self, batch) -> dict[str, float]:
+        """Input tokens (padding included) in a training batch: result.json reports train_tokens_per_s."""
+        return {"tokens": batch[0].numel()}
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         ids, mask, labels = batch
-        self.tokens_per_sample = ids.shape[1]
         logits = self(ids, mask).float()
         loss = F.cross_entropy(logits, labels)
         self.log("train/loss", loss, prog_bar=True)

@@ -69,7 +69,6 @@ class LanguageModeling(BenchTask):
         use_scale = self.norm_spec.is_squash if embedding_scale is None else embedding_scale
         self.embedding_scale = add_embedding_scale(self.net, embedding_scale_init) if use_scale else None
         self.val_loss = MeanMetric()
-        self.tokens_per_sample = 0  # set from the first batch: the result writer reports tokens/s with it
 
     def setup(self, stage: str) -> None:
         self.check_datamodule(vocab_size=self.vocab_size)
@@ -82,8 +81,11 @@ class LanguageModeling(BenchTask):
         logits = self(inputs)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
+    def throughput_units(self, batch: torch.Tensor) -> dict[str, float]:
+        """Predicted tokens in a training batch: result.json reports train_tokens_per_s."""
+        return {"tokens": batch.shape[0] * (batch.shape[1] - 1)}
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        self.tokens_per_sample = batch.shape[1] - 1
         loss = self._loss(batch)
         self.log("train/loss", loss, prog_bar=True)
         if self.embedding_scale is not None:

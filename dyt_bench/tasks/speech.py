@@ -242,8 +242,7 @@ class SpeechPretraining(BenchTask):
         for key in ("diversity", "feature_penalty", "prob_perplexity", "code_perplexity", "masked_fraction"):
             self.log(f"train/{key}", parts[key].detach(), batch_size=bs)
         self.log("train/gumbel_temperature", float(self.net.quantizer.temperature), batch_size=bs)
-        self.log("train/batch_seconds", float(batch["lengths"].sum()) / self.sample_rate, batch_size=bs,
-                 reduce_fx="sum")
+        self.log("train/batch_seconds", self.throughput_units(batch)["audio_seconds"], batch_size=bs, reduce_fx="sum")
         return parts["loss"]
 
     def throughput_units(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
