@@ -155,12 +155,23 @@ def _show(path: str | Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def _earlier_result(run_dir: Path) -> dict | None:
+    """The newest result.json under ``run_dir``, whatever its status (the table shows it), or None."""
+    paths = sorted(glob.glob(str(run_dir / "**" / "result.json"), recursive=True), key=os.path.getmtime)
+    return json.loads(Path(paths[-1]).read_text()) if paths else None
+
+
 def run_digits(args) -> str:
     out = Path(args.out)
     kinds = args.kinds
     results, procs = {}, {}
     for kind in kinds:
         run_dir = out / kind
+        done = _earlier_result(run_dir) if args.reuse else None
+        if done is not None:
+            print(f"{kind}: reusing the {done['status']} run in {_show(run_dir)} ({done['steps']} steps)", flush=True)
+            results[kind] = (run_dir, done, None)
+            continue
         cmd = [sys.executable, "-c", "from dyt_bench.cli import main; main()", "fit", "--config", args.config,
                "--model.norm.kind", kind, "--trainer.default_root_dir", str(run_dir),
                "--trainer.logger.init_args.save_dir", str(run_dir), "--trainer.enable_progress_bar", "false",
@@ -178,7 +189,7 @@ def run_digits(args) -> str:
     for kind, (run_dir, proc, start) in procs.items():
         if proc.wait() != 0:
             raise SystemExit(f"the {kind} run failed (exit {proc.returncode}); its log is above")
-        (result_path,) = sorted(glob.glob(str(run_dir / "**" / "result.json"), recursive=True))[-1:]
+        (result_path,) = sorted(glob.glob(str(run_dir / "**" / "result.json"), recursive=True), key=os.path.getmtime)[-1:]
         result = json.loads(Path(result_path).read_text())
         results[kind] = (run_dir, result, time.perf_counter() - start)
     lines = [f"DiT on digits 32×32 (pixel space), LN vs DyT, config {args.config}"
@@ -186,8 +197,8 @@ def run_digits(args) -> str:
              + (f", precision {args.precision}" if args.precision else "")
              + (" — the runs shared one GPU (--parallel): steps/s are not single-run speeds" if args.parallel else ""),
              environment(), "",
-             "| norm | status | steps | final train loss | val loss | val FID (by step) | FID extractor | steps/s | "
-             "wall s | sample grids |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| norm | status | steps | final train loss | val loss (by step) | val FID (by step) | FID extractor | "
+             "steps/s | fit wall s | process wall s | sample grids |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for kind, (run_dir, result, wall) in results.items():
         fids = read_curve(run_dir, "val/fid")
         train = read_curve(run_dir, "train/loss")
@@ -196,8 +207,10 @@ def run_digits(args) -> str:
         fid_text = ", ".join(f"{v:.4g}@{s}" for s, v in fids) or "–"
         lines.append(
             f"| {kind} | {result['status']} | {result['steps']} | {train[-1][1] if train else float('nan'):.4f} | "
-            f"{result['metrics_final'].get('val/loss', float('nan')):.4f} | {fid_text} | {extractor.get('id', '?')} | "
-            f"{result['throughput'].get('train_steps_per_s', float('nan')):.2f} | {wall:.0f} | "
+            f"{', '.join(f'{v:.4f}@{s}' for s, v in read_curve(run_dir, 'val/loss')) or '–'} | {fid_text} | "
+            f"{extractor.get('id', '?')} | "
+            f"{result['throughput'].get('train_steps_per_s', float('nan')):.2f} | {result.get('wall_time_s', 0):.0f} | "
+            f"{'earlier run' if wall is None else f'{wall:.0f}'} | "
             f"{_show(grids[-1]) if grids else '–'} |")
     plot = out / "digits_loss_curves.png"
     try:
@@ -242,6 +255,9 @@ def main() -> None:
     dg.add_argument("--seed", type=int, default=0)
     dg.add_argument("--out", default="runs/dit_digits_bench")
     dg.add_argument("--precision", help="override trainer.precision (e.g. bf16-mixed on a GPU)")
+    dg.add_argument("--reuse", action="store_true",
+                    help="take a norm's earlier run from --out instead of training it again (its status is shown: "
+                         "an interrupted run is compared at the steps both reached)")
     dg.add_argument("--parallel", action="store_true",
                     help="run the norms at once on the same device (quicker; their steps/s then share it)")
     for p in (tp, dg):

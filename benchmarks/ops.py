@@ -5,6 +5,7 @@ the statistics norms (LayerNorm, RMSNorm), as times, GB/s and % of the memory fl
     python benchmarks/ops.py --quick               # fewer repetitions
     python benchmarks/ops.py --sweep               # also sweep the block-shape heuristic's knobs
     python benchmarks/ops.py --only none --sweep-fn erf   # one function's own knobs, against tanh
+    python benchmarks/ops.py --only none --sweep-fn erf --sweep-stages bwd --sweep-shapes 65536x1536,50432x768
     python benchmarks/ops.py --json out.json       # also write every row
 
 Floor: the time to move the bytes the op must move at the device-to-device copy bandwidth measured in this run
@@ -215,7 +216,13 @@ def bench_rows(table, shape, dtype_name, impls, channel_dim, bw, quick, check_fn
     n_bytes = x.numel() * x.element_size()
     floor_fwd = 2 * n_bytes / bw / 1e6
     floor_fb = 5 * n_bytes / bw / 1e6
-    rows = []
+    # the reachable forward at this size: a copy of this very tensor (same bytes, same replay), against the 1 GiB copy
+    # that sets the floor; small tensors pay launch ramp-up and tail a larger share of their time
+    copy_dst = torch.empty_like(x)
+    copy_ms = graph_ms(lambda: copy_dst.copy_(x), quick)
+    rows = [Row(table, "x".join(map(str, shape)), dtype_name, "copy of this tensor (reference)", copy_ms,
+                2 * n_bytes / copy_ms / 1e6, 100 * floor_fwd / copy_ms, None, None, None,
+                "the forward's reachable time at this size")]
     for name, impl in impls.items():
         if impl is None:
             rows.append(Row(table, "x".join(map(str, shape)), dtype_name, name, None, None, None, None, None, None,
@@ -325,17 +332,38 @@ def sweep(bw, quick, wide: bool = False) -> list[Row]:
     return rows
 
 
-def sweep_fn(bw, quick, fn: str = "erf") -> list[Row]:
+SWEEP_FN_SHAPES = "32768x4096,50432x768,128x256x56x56"
+
+
+def parse_shapes(text: str) -> list[tuple[tuple[int, ...], int]]:
+    """``"32768x4096,128x256x56x56"`` → [(shape, channel dim)]: 2-D shapes are tokens (channels last), 3-D and 4-D
+    ones feature maps (channels second)."""
+    out = []
+    for item in text.split(","):
+        try:
+            shape = tuple(int(v) for v in item.strip().split("x"))
+        except ValueError:
+            raise SystemExit(f"--sweep-shapes: {item!r} is not a shape like 32768x4096 or 128x256x56x56") from None
+        if len(shape) not in (2, 3, 4) or min(shape) < 1:
+            raise SystemExit(f"--sweep-shapes: {item!r} must have 2 (tokens), 3 or 4 (feature maps) positive sizes")
+        out.append((shape, -1 if len(shape) == 2 else 1))
+    return out
+
+
+def sweep_fn(bw, quick, fn: str = "erf", shapes: str = SWEEP_FN_SHAPES, stages=("fwd", "bwd"),
+             current_only: bool = False) -> list[Row]:
     """Per-function knobs (``TUNING["per_function"][fn]``): forward (tile, warps, register cap) and backward (tile,
     warps, register cap, programs per SM) for ``fn`` with a learnable shift when it is erf, against tanh at the
-    default knobs in the same run, on the tables' token matrices and feature map."""
+    default knobs in the same run, on the given token matrices and feature maps. Each stage's table starts with
+    ``fn`` at its current knobs (the ones this file's ``TUNING`` sets), so a change of defaults can be checked
+    against the sweep's best in the same run; ``current_only`` times just that, against tanh."""
     import itertools
 
     from dyt_bench.ops import triton_squash
 
     saved = {k: dict(v) for k, v in triton_squash.TUNING["per_function"].items()}
     rows = []
-    for shape, channel_dim in [((32768, 4096), -1), ((50432, 768), -1), ((128, 256, 56, 56), 1)]:
+    for shape, channel_dim in parse_shapes(shapes):
         x, a, w, b, dy = make_inputs(shape, torch.bfloat16, channel_dim)
         n_bytes = x.numel() * 2
         dim = channel_dim % x.dim()
@@ -349,16 +377,30 @@ def sweep_fn(bw, quick, fn: str = "erf") -> list[Row]:
             args = (*inputs, shift, name, dim, True, True, True, True, shift is not None)
             return graph_ms(lambda: triton_squash._launch_backward(*args), quick)
 
+        triton_squash.TUNING["per_function"] = saved
+        current = {"fwd": fwd_ms(fn), "bwd": bwd_ms(fn)}
         triton_squash.TUNING["per_function"] = {}
         ref = {"fwd": fwd_ms("tanh", None), "bwd": bwd_ms("tanh", None)}
         base = {"fwd": fwd_ms(fn), "bwd": bwd_ms(fn)}
         label_shape = "x".join(map(str, shape))
         for stage, measure in (("fwd", fwd_ms), ("bwd", bwd_ms)):
+            if stage not in stages:
+                continue
             floor = (2 if stage == "fwd" else 3) * n_bytes / bw / 1e6
-            if stage == "fwd":
+            if current_only:
+                grid = []
+            elif stage == "fwd":
                 grid = itertools.product([4096, 8192], [8, 16, 32], [None, 32, 40], [None])
             else:
-                grid = itertools.product([1024, 2048], [4, 8], [None, 128], [2, 3, 4])
+                grid = itertools.product([1024, 2048], [4, 8], [None, 128], [2, 3, 4] if not quick else [4])
+            print(f"sweep {fn} {stage} {label_shape} bf16: {fn} at its current knobs {current[stage]:.4f} ms "
+                  f"({100 * (current[stage] / ref[stage] - 1):+.1f}% vs tanh {ref[stage]:.4f} ms)", flush=True)
+            rows.append(Row(f"sweep {fn} {stage}", label_shape, "bf16", f"{fn} current knobs",
+                            current[stage] if stage == "fwd" else None, None,
+                            100 * floor / current[stage] if stage == "fwd" else None,
+                            current[stage] if stage == "bwd" else None,
+                            100 * floor / current[stage] if stage == "bwd" else None, None,
+                            note=f"tanh default {ref[stage]:.4f} ms, {100 * (current[stage] / ref[stage] - 1):+.1f}%"))
             results = []
             for tile, warps, maxnreg, pps in grid:
                 knobs = {f"{stage}_tile": tile, f"{stage}_warps": warps, f"{stage}_maxnreg": maxnreg}
@@ -464,6 +506,12 @@ def main(argv=None) -> int:
     parser.add_argument("--sweep-wide", action="store_true", help="sweep forward column blocks up to 8192 (wide C)")
     parser.add_argument("--sweep-split", action="store_true", help="sweep the split-row forward on C = 768, 1280, 1536")
     parser.add_argument("--sweep-fn", metavar="FN", help="sweep one function's own knobs (e.g. erf) against tanh")
+    parser.add_argument("--sweep-shapes", default=SWEEP_FN_SHAPES,
+                        help="--sweep-fn's shapes, comma-separated (2-D: tokens; 3-/4-D: feature maps)")
+    parser.add_argument("--sweep-stages", nargs="+", choices=("fwd", "bwd"), default=["fwd", "bwd"],
+                        help="--sweep-fn's stages")
+    parser.add_argument("--sweep-current-only", action="store_true",
+                        help="--sweep-fn times only the function's current knobs against tanh (no grid)")
     parser.add_argument("--json", help="write every row here")
     parser.add_argument("--host", action="store_true", help="also measure host (CPU) time per call, and profile ours")
     parser.add_argument("--markdown", help="write the markdown table here")
@@ -550,7 +598,8 @@ def main(argv=None) -> int:
     if args.sweep_split:
         rows += sweep_split(bw, args.quick)
     if args.sweep_fn:
-        rows += sweep_fn(bw, args.quick, args.sweep_fn)
+        rows += sweep_fn(bw, args.quick, args.sweep_fn, args.sweep_shapes, args.sweep_stages,
+                         args.sweep_current_only)
     table = markdown(rows)
     print("\n" + table)
     if args.markdown:

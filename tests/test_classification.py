@@ -1,10 +1,14 @@
 """The image classification task end to end on CPU: training, metrics, outcomes recorded in result.json."""
 
 import math
+import os
+import signal
 
+import lightning.pytorch as pl
 import pytest
 import torch
 from helpers import PoisonAtStep, tiny_data, tiny_task, tiny_trainer
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dyt_bench.datamodules import ImageDataModule
 from dyt_bench.datamodules.image import digits_split_indices
@@ -49,6 +53,21 @@ def test_ctrl_c_is_recorded_as_interrupted(tmp_path):
     with pytest.raises(SystemExit):  # Lightning shuts down gracefully, then exits
         trainer.fit(tiny_task("dyt"), datamodule=tiny_data())
     assert read_result(tmp_path).status == "interrupted"
+
+
+class _KillAtStep(pl.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # what SLURM or `timeout` sends
+
+
+def test_sigterm_is_recorded_as_interrupted_with_the_metrics_so_far(tmp_path):
+    trainer = tiny_trainer(tmp_path, callbacks=[_KillAtStep()], max_steps=20)
+    with pytest.raises(SIGTERMException):
+        trainer.fit(tiny_task("dyt"), datamodule=tiny_data())
+    result = read_result(tmp_path)
+    assert result.status == "interrupted" and result.error == "SIGTERM"
+    assert 2 <= result.steps < 20
 
 
 def test_datamodule_mismatch_fails_before_training(tmp_path):

@@ -34,7 +34,11 @@ def test_per_function_knobs_override_the_heuristic_by_name_and_by_layout(monkeyp
     assert ts._blocks(32768, 4096, "fwd", True, "erf") == (2, 4096, 16, 40)  # wide tiles: register cap
     assert ts._blocks(50432, 768, "fwd", True, "erf") == ts._blocks(50432, 768, "fwd", True, "tanh")  # not wide
     assert ts._blocks(32768, 4096, "bwd", True, "tanh") == (2, 1024, 4, None)
-    assert ts._blocks(32768, 4096, "bwd", True, "erf") == (1, 1024, 8, None)  # tokens: (name, True) keys
+    assert ts._blocks(50432, 768, "bwd", True, "erf") == (4, 256, 8, None)  # tokens: (name, True) keys
+    assert ts._blocks(65536, 1536, "bwd", True, "erf") == (2, 512, 8, None)  # 512-column blocks
+    assert ts._blocks(65536, 1024, "bwd", True, "erf") == (2, 1024, 4, 128)  # 1024-column blocks: bwd_wide_ knobs
+    assert ts._blocks(32768, 4096, "bwd", True, "erf") == (2, 1024, 4, 128)
+    assert ts._blocks(32768, 3136, "bwd", True, "tanh") == (32, 64, 4, None)  # no wide knobs set for tanh
     assert ts._blocks(32768, 3136, "bwd", False, "erf") == ts._blocks(32768, 3136, "bwd", False, "tanh")
 
     # a plain name applies to both layouts and wins over a shared knob; a layout key wins over a plain name
@@ -43,6 +47,12 @@ def test_per_function_knobs_override_the_heuristic_by_name_and_by_layout(monkeyp
     assert ts._blocks(32768, 4096, "bwd", True, "sigmoid") == (2, 1024, 2, 96)
     assert ts._blocks(32768, 3136, "bwd", False, "sigmoid")[2:] == (16, 96)
     assert ts._blocks(32768, 4096, "bwd", True, "tanh") == (2, 1024, 4, None)
+    # a shared wide knob applies to every function's wide token rows and nothing else
+    monkeypatch.setitem(ts.TUNING, "bwd_wide_warps", 16)
+    assert ts._blocks(32768, 4096, "bwd", True, "tanh")[2] == 16
+    assert ts._blocks(32768, 1024, "bwd", True, "tanh")[2] == 16
+    assert ts._blocks(32768, 1536, "bwd", True, "tanh")[2] == 4
+    assert ts._blocks(32768, 4096, "bwd", False, "tanh")[2] == 8
 
 
 def test_compiled_kernels_use_one_reciprocal_and_one_exponential_per_element():

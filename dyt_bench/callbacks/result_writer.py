@@ -16,6 +16,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from dyt_bench.results import RunResult, collect_versions, write_result
 
@@ -135,6 +136,8 @@ class ResultWriter(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, KeyboardInterrupt):
             self._write(trainer, pl_module, "interrupted", error="KeyboardInterrupt")
+        elif isinstance(exception, SIGTERMException):  # a kill (SLURM pre-emption or time limit, `timeout`)
+            self._write(trainer, pl_module, "interrupted", error="SIGTERM")
         else:
             tb = "".join(traceback.format_exception(type(exception), exception, exception.__traceback__))
             self._write(trainer, pl_module, "failed", error=f"{type(exception).__name__}: {exception}\n{tb[-4000:]}")

@@ -26,6 +26,7 @@ Inputs that are neither contiguous in either layout nor channels-last-dense are 
 
 from __future__ import annotations
 
+import copy
 import os
 
 import torch
@@ -63,11 +64,18 @@ TUNING = {
     "fwd_maxnreg": None,  # registers per thread cap (ptxas), None: the compiler's choice
     "fwd_wide_maxnreg": None,  # the same for the 8192-element tiles of wide token rows (wins over fwd_maxnreg)
     "bwd_maxnreg": None,
+    # the backward's knobs for token rows read in 1024-column blocks (C a multiple of 1024; None: the ones above)
+    "bwd_wide_tile": None,
+    "bwd_wide_warps": None,
+    "bwd_wide_maxnreg": None,
     # knobs that differ for one function, keyed by name or by (name, channels_last); they win over the ones above.
-    # erf's longer arithmetic needs more registers, which cost occupancy: capped for wide forward tiles, and smaller
-    # backward tiles on 8 warps for tokens (benchmarks/ops.py --sweep-fn erf, docs/benchmarks.md)
+    # erf's longer arithmetic needs more registers, which cost occupancy: capped for wide forward tiles; in the
+    # backward, tokens take 1024-element tiles on 8 warps, except those read in 1024-column blocks (C a multiple of
+    # 1024): 2048-element tiles on 4 warps capped at 128 registers (benchmarks/ops.py --sweep-fn erf,
+    # docs/benchmarks.md)
     "per_function": {
-        "erf": {"fwd_wide_maxnreg": 40, ("bwd_tile", True): 1024, ("bwd_warps", True): 8},
+        "erf": {"fwd_wide_maxnreg": 40, ("bwd_tile", True): 1024, ("bwd_warps", True): 8,
+                "bwd_wide_tile": 2048, "bwd_wide_warps": 4, "bwd_wide_maxnreg": 128},
     },
 }
 _LAYOUT_DEFAULTS = {
@@ -394,11 +402,16 @@ def _launch(kernel, grid: tuple[int, int], device: torch.device, num_warps: int,
         options = {"maxnreg": maxnreg} if maxnreg else {}
         _COMPILED[key] = kernel[grid](*values, num_warps=num_warps, **options)
         return
-    compiled[(grid[0], grid[1], 1)](*values, stream=torch.cuda.current_stream(device).cuda_stream)
+    compiled[(grid[0], grid[1], 1)](*values, stream=torch._C._cuda_getCurrentRawStream(device.index))
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Shapes and launch configuration
+
+
+def _cdiv(a: int, b: int) -> int:
+    # not triton.cdiv: a constexpr function there, several µs of host time a call
+    return -(-a // b)
 
 
 def _next_pow2(n: int) -> int:
@@ -429,24 +442,49 @@ def _split_factor(channels: int) -> int:
     return channels // block if block >= 64 and channels // block <= 8 else 1
 
 
+_BLOCKS_CACHE: dict[tuple, tuple[int, int, int, int | None]] = {}
+_BLOCKS_TUNING: dict = {}  # the TUNING the cache was filled under
+
+
 def _blocks(rows: int, cols: int, stage: str, channels_last: bool, fn: str) -> tuple[int, int, int, int | None]:
     """(BLOCK_R, BLOCK_L, num_warps, maxnreg) of the ``stage`` ("fwd" or "bwd") kernel of ``fn`` for a rows × cols
-    matrix."""
-    def knob(name):
+    matrix; memoised (host time per call) until a knob of ``TUNING`` changes."""
+    global _BLOCKS_TUNING
+    if TUNING != _BLOCKS_TUNING or len(_BLOCKS_CACHE) > 4096:
+        _BLOCKS_CACHE.clear()
+        _BLOCKS_TUNING = copy.deepcopy(TUNING)
+    key = (rows, cols, stage, channels_last, fn)
+    found = _BLOCKS_CACHE.get(key)
+    if found is None:
+        found = _BLOCKS_CACHE[key] = _choose_blocks(rows, cols, stage, channels_last, fn)
+    return found
+
+
+def _choose_blocks(rows: int, cols: int, stage: str, channels_last: bool, fn: str) -> tuple[int, int, int, int | None]:
+    def plain(name):
         return _knob(f"{stage}_{name}", channels_last, fn)
 
-    cap = knob("max_cols_block")
+    cap = plain("max_cols_block")
     if stage == "fwd" and not channels_last:
         cap = min(cap, 2048)  # feature maps: 2048-column tiles, 4 warps (the wide tiles were slower there)
-    block_l = knob("block_l") or _cols_block(cols, cap, knob("cols_mode"))
-    wide = channels_last and block_l >= 2048  # token rows of 1025+ channels: 8192-element tiles
-    tile = knob("tile") or (8192 if wide else 2048)
+    block_l = plain("block_l") or _cols_block(cols, cap, plain("cols_mode"))
+    # wide column blocks of token rows: the forward's 2048+ (rows of 1025+ channels, 8192-element tiles), the
+    # backward's 1024 (C a multiple of 1024); their own knobs, where set, win
+    wide = channels_last and block_l >= (2048 if stage == "fwd" else 1024)
+
+    def knob(name):
+        if wide and f"{stage}_wide_{name}" in TUNING:
+            value = _knob(f"{stage}_wide_{name}", channels_last, fn)
+            if value is not None:
+                return value
+        return plain(name)
+
+    tile = knob("tile") or (8192 if wide and stage == "fwd" else 2048)
     block_r = knob("block_r") or max(1, min(tile // block_l, _next_pow2(rows)))
     warps = knob("warps")
     if warps is None:  # forward default
         warps = 16 if channels_last and block_l >= 4096 else 8 if wide else 4
-    maxnreg = knob("wide_maxnreg") if stage == "fwd" and wide else None
-    return block_r, block_l, warps, maxnreg or knob("maxnreg")
+    return block_r, block_l, warps, knob("maxnreg")
 
 
 _SM_COUNT: dict[int, int] = {}
@@ -489,8 +527,8 @@ def _same_memory_order(t: torch.Tensor, like: torch.Tensor, dim: int) -> torch.T
 
 
 def _as_scalar_tensor(v, device) -> torch.Tensor:
-    if isinstance(v, torch.Tensor):
-        return v.reshape(())
+    if isinstance(v, torch.Tensor):  # any one-element shape: the kernels read its first element, the gradient is
+        return v  # reshaped to it (no view here: one autograd node less per call)
     return torch.full((), float(v), device=device, dtype=torch.float32)
 
 
@@ -504,7 +542,7 @@ def _launch_forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, f
     if split > 1:  # C = split · B channels per token: a (rows · split, B) matrix, so every tile is contiguous
         index, groups, rows, cols = 2, split, rows * split, cols // split
     block_r, block_l, warps, maxnreg = _blocks(rows, cols, "fwd", channels_last, fn)
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(cols, block_l))
+    grid = (_cdiv(rows, block_r), _cdiv(cols, block_l))
     if grid[1] > 65535:
         raise ValueError(f"squash_affine (Triton): {cols} elements per row is beyond the grid limit; use impl='eager'")
     _launch(_fwd_kernel, grid, x.device, warps, maxnreg,
@@ -533,22 +571,22 @@ def _launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need
     s_arg = shift if shift is not None else alpha
     dx_arg = dx if need_dx else xv
     if channels_last:
-        col_blocks = triton.cdiv(cols, block_l)
-        row_blocks = triton.cdiv(rows, block_r)
-        programs = max(1, min(row_blocks, triton.cdiv(target, col_blocks), triton.cdiv(row_blocks, min_iters)))
+        col_blocks = _cdiv(cols, block_l)
+        row_blocks = _cdiv(rows, block_r)
+        programs = max(1, min(row_blocks, _cdiv(target, col_blocks), _cdiv(row_blocks, min_iters)))
         part = torch.empty(programs, 4, cols, device=x.device, dtype=torch.float32)
         _launch(_bwd_channels_last_kernel, (programs, col_blocks), x.device, warps, maxnreg,
                 DY=dy, X=xv, A=alpha, S=s_arg, W=w_arg, DX=dx_arg, PART=part, R=rows, L=cols, ROW_PROGRAMS=programs,
-                ITERS=triton.cdiv(row_blocks, programs), **flags)
+                ITERS=_cdiv(row_blocks, programs), **flags)
         sums = part.sum(0)
     else:
-        row_blocks = triton.cdiv(rows, block_r)
-        col_blocks = triton.cdiv(cols, block_l)
-        programs = max(1, min(col_blocks, triton.cdiv(target, row_blocks), triton.cdiv(col_blocks, min_iters), 65535))
+        row_blocks = _cdiv(rows, block_r)
+        col_blocks = _cdiv(cols, block_l)
+        programs = max(1, min(col_blocks, _cdiv(target, row_blocks), _cdiv(col_blocks, min_iters), 65535))
         part = torch.empty(programs, 4, rows, device=x.device, dtype=torch.float32)
         _launch(_bwd_channels_first_kernel, (row_blocks, programs), x.device, warps, maxnreg,
                 DY=dy, X=xv, A=alpha, S=s_arg, W=w_arg, DX=dx_arg, PART=part, R=rows, L=cols, C=channels,
-                COL_PROGRAMS=programs, ITERS=triton.cdiv(col_blocks, programs), **flags)
+                COL_PROGRAMS=programs, ITERS=_cdiv(col_blocks, programs), **flags)
         sums = part.sum(0).view(4, rows // channels, channels).sum(1)
     return dx, sums
 
