@@ -392,7 +392,8 @@ def sweep_fn(bw, quick, fn: str = "erf", shapes: str = SWEEP_FN_SHAPES, stages=(
             elif stage == "fwd":
                 grid = itertools.product([4096, 8192], [8, 16, 32], [None, 32, 40], [None])
             else:
-                grid = itertools.product([1024, 2048], [4, 8], [None, 128], [2, 3, 4] if not quick else [4])
+                grid = itertools.product([1024, 2048], [4, 8], [None, 128], [2, 3, 4] if not quick else [4],
+                                         [False, True])
             print(f"sweep {fn} {stage} {label_shape} bf16: {fn} at its current knobs {current[stage]:.4f} ms "
                   f"({100 * (current[stage] / ref[stage] - 1):+.1f}% vs tanh {ref[stage]:.4f} ms)", flush=True)
             rows.append(Row(f"sweep {fn} {stage}", label_shape, "bf16", f"{fn} current knobs",
@@ -402,12 +403,15 @@ def sweep_fn(bw, quick, fn: str = "erf", shapes: str = SWEEP_FN_SHAPES, stages=(
                             100 * floor / current[stage] if stage == "bwd" else None, None,
                             note=f"tanh default {ref[stage]:.4f} ms, {100 * (current[stage] / ref[stage] - 1):+.1f}%"))
             results = []
-            for tile, warps, maxnreg, pps in grid:
+            for tile, warps, maxnreg, pps, *fit in grid:
                 knobs = {f"{stage}_tile": tile, f"{stage}_warps": warps, f"{stage}_maxnreg": maxnreg}
                 if pps is not None:
                     knobs["programs_per_sm"] = pps
+                if fit:
+                    knobs["bwd_fit_wave"] = fit[0]
                 triton_squash.TUNING["per_function"] = {fn: knobs}
-                label = f"tile={tile} warps={warps} maxnreg={maxnreg}" + (f" pps={pps}" if pps else "")
+                label = (f"tile={tile} warps={warps} maxnreg={maxnreg}" + (f" pps={pps}" if pps else "")
+                         + (" fit-wave" if fit and fit[0] else ""))
                 try:
                     ms = measure(fn)
                 except Exception as exc:  # e.g. too many registers for the block at one configuration

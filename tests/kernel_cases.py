@@ -278,3 +278,27 @@ def test_split_row_forward_view():
             assert rel_err(y, y64) <= 1e-5, split
     finally:
         triton_squash.TUNING["fwd_split_rows"] = saved
+
+
+@pytest.mark.skipif(INTERPRET, reason="the one-wave launch reads the compiled kernel's registers: CUDA only")
+@pytest.mark.parametrize("fn", ["tanh", "erf"])
+@pytest.mark.parametrize("shape, channel_dim", [((4096, 768), -1), ((2048, 4096), -1), ((8, 96, 28, 28), 1)])
+def test_one_wave_backward_matches_float64(monkeypatch, fn, shape, channel_dim):
+    """``TUNING["bwd_fit_wave"]``: the backward launches only as many programs per SM as the compiled kernel keeps
+    resident; the gradients are those of float64 math all the same."""
+    from dyt_bench.ops import triton_squash as ts
+
+    monkeypatch.setitem(ts.TUNING, "bwd_fit_wave", True)
+    monkeypatch.setitem(ts.TUNING, "programs_per_sm", 32)  # more than ever fit: the cap always applies
+    ts._RESIDENT.clear()
+    x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=11, shift=fn == "erf")
+    grads_of = ["x", "alpha", "weight", "bias"] + (["shift"] if s is not None else [])
+    y64, g64 = float64_grads(x, a, w, b, s, dy, fn, channel_dim, grads_of)
+    y, g = run_kernel(x, a, w, b, s, dy, fn, channel_dim, grads_of, torch.float32, torch.float32)
+    assert ts._RESIDENT and all(1 <= r <= 32 for r in ts._RESIDENT.values())
+    assert rel_err(y, y64) <= 1e-5
+    for k in grads_of:
+        if k in ("alpha", "shift"):
+            assert_scalar_reduction_close(g[k], g64[k], x, a, w, s, dy, fn, channel_dim, k)
+        else:
+            assert rel_err(g[k], g64[k]) <= 1e-5, k

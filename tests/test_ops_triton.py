@@ -72,3 +72,18 @@ def test_compiled_kernels_use_one_reciprocal_and_one_exponential_per_element():
         assert int(spill) == 0 and int(regs) <= 255, (fn, stage, regs, spill)
         if fn == "tanh" and stage == "fwd":  # 19 with the bare rcp / ex2, 23.5 with Triton's own division and
             assert float(sass) < 23, sass  # exp2 and their range checks (triton 3.6, sm_90)
+
+
+def test_programs_that_fit_follows_cudas_occupancy_rules():
+    """Resident blocks per SM by CUDA's occupancy arithmetic (sm_90: 64K registers allocated per warp in units of
+    256, 2048 threads, 32 blocks, 228 KiB shared memory with 1 KiB reserved per block), worked by hand."""
+    from dyt_bench.ops.triton_squash import programs_that_fit
+
+    assert programs_that_fit(150, 4, 0) == 3  # 152 regs × 32 = 4864 a warp → 13 warps → 3 blocks of 4
+    assert programs_that_fit(159, 4, 0) == 3  # 160 × 32 = 5120 → 12 warps → 3
+    assert programs_that_fit(128, 4, 0) == 4  # 4096 a warp → 16 warps → 4
+    assert programs_that_fit(55, 8, 0) == 4  # 56 × 32 = 1792 → 36 warps → 4 blocks of 8
+    assert programs_that_fit(32, 8, 0) == 8  # registers allow 64 warps; 2048 threads → 8 blocks of 256
+    assert programs_that_fit(16, 1, 0) == 32  # the 32-blocks-per-SM limit
+    assert programs_that_fit(40, 4, 48 * 1024) == 4  # shared memory: 233472 // (49152 + 1024) = 4
+    assert programs_that_fit(255, 16, 0) == 1  # 16 warps need 131072 registers: still one (the launch would fail)

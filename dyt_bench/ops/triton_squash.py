@@ -60,6 +60,9 @@ TUNING = {
     # (contiguous tiles, parameters gathered per element): 85% of copy bandwidth at C = 768 against 88-91% for
     # whole-row tiles with masked lanes on an H100, so off by default
     "programs_per_sm": 4,
+    # backward: when the compiled kernel keeps fewer than programs_per_sm programs resident per SM (registers, warps,
+    # shared memory), launch that many per SM instead, so that they all run in one wave (no partial second wave)
+    "bwd_fit_wave": False,
     "min_iters_per_program": 4,
     "fwd_maxnreg": None,  # registers per thread cap (ptxas), None: the compiler's choice
     "fwd_wide_maxnreg": None,  # the same for the 8192-element tiles of wide token rows (wins over fwd_maxnreg)
@@ -381,12 +384,9 @@ def _bwd_channels_first_kernel(DY, X, A, S, W, DX, PART, R, L, C, COL_PROGRAMS, 
 _COMPILED: dict[tuple, object] = {}
 
 
-def _launch(kernel, grid: tuple[int, int], device: torch.device, num_warps: int, maxnreg: int | None = None,
-            **args) -> None:
-    values = [args[name] for name in kernel.arg_names]
-    if interpreting() or device.type != "cuda":
-        kernel[grid](*values, num_warps=num_warps)
-        return
+def _cache_key(kernel, device: torch.device, num_warps: int, maxnreg: int | None, values: list) -> tuple:
+    # what Triton specialises a compiled kernel on: dtypes and 16-byte alignment of pointers, integers' divisibility
+    # by 16 / equality to 1 / int64 range, and the constexpr values
     constexprs = set(kernel.constexprs)
     key = [id(kernel), num_warps, maxnreg, device.index]
     for i, v in enumerate(values):
@@ -396,13 +396,57 @@ def _launch(kernel, grid: tuple[int, int], device: torch.device, num_warps: int,
             key.append(v)
         else:
             key.append((v % 16 == 0, v == 1, v >= 2**31))
-    key = tuple(key)
+    return tuple(key)
+
+
+def _launch(kernel, grid: tuple[int, int], device: torch.device, num_warps: int, maxnreg: int | None = None,
+            **args) -> None:
+    values = [args[name] for name in kernel.arg_names]
+    if interpreting() or device.type != "cuda":
+        kernel[grid](*values, num_warps=num_warps)
+        return
+    key = _cache_key(kernel, device, num_warps, maxnreg, values)
     compiled = _COMPILED.get(key)
     if compiled is None:
         options = {"maxnreg": maxnreg} if maxnreg else {}
         _COMPILED[key] = kernel[grid](*values, num_warps=num_warps, **options)
         return
     compiled[(grid[0], grid[1], 1)](*values, stream=torch._C._cuda_getCurrentRawStream(device.index))
+
+
+def programs_that_fit(regs_per_thread: int, num_warps: int, shared_bytes: int, regs_per_sm: int = 65536,
+                      threads_per_sm: int = 2048, shared_per_sm: int = 233472, max_blocks_per_sm: int = 32) -> int:
+    """Programs (thread blocks) of a kernel that one SM keeps resident at once: CUDA's occupancy arithmetic, with
+    registers allocated per warp in units of 256 (8 per thread), 1 KiB of shared memory reserved per block, and the
+    warp, block and shared-memory limits (defaults: an sm_90 SM)."""
+    regs_per_warp = -(-max(regs_per_thread, 1) // 8) * 8 * 32
+    by_regs = (regs_per_sm // regs_per_warp) // num_warps
+    by_threads = threads_per_sm // (32 * num_warps)
+    by_shared = shared_per_sm // (shared_bytes + 1024) if shared_bytes else max_blocks_per_sm
+    return max(1, min(by_regs, by_threads, by_shared, max_blocks_per_sm))
+
+
+_RESIDENT: dict[tuple, int] = {}
+
+
+def _resident_programs(kernel, device: torch.device, num_warps: int, maxnreg: int | None, **args) -> int:
+    """:func:`programs_that_fit` for the compiled ``kernel`` with these arguments on ``device`` (compiled, without a
+    launch, when it is not yet)."""
+    values = [args[name] for name in kernel.arg_names]
+    key = _cache_key(kernel, device, num_warps, maxnreg, values)
+    if key not in _RESIDENT:
+        compiled = _COMPILED.get(key)
+        if compiled is None:
+            options = {"maxnreg": maxnreg} if maxnreg else {}
+            compiled = _COMPILED[key] = kernel.warmup(*values, grid=(1, 1, 1), num_warps=num_warps, **options)
+        compiled._init_handles()
+        props = torch.cuda.get_device_properties(device)
+        _RESIDENT[key] = programs_that_fit(
+            compiled.n_regs, num_warps, compiled.metadata.shared,
+            regs_per_sm=getattr(props, "regs_per_multiprocessor", 65536),
+            threads_per_sm=props.max_threads_per_multi_processor,
+            shared_per_sm=props.shared_memory_per_multiprocessor)
+    return _RESIDENT[key]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -562,32 +606,41 @@ def _launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need
     if x.numel() == 0:
         return dx, torch.zeros(4, channels, device=x.device, dtype=torch.float32)
     block_r, block_l, warps, maxnreg = _blocks(rows, cols, "bwd", channels_last, fn)
-    target = _sm_count(x.device) * _knob("programs_per_sm", channels_last, fn)
+    per_sm = _knob("programs_per_sm", channels_last, fn)
     min_iters = TUNING["min_iters_per_program"]
     flags = dict(BLOCK_R=block_r, BLOCK_L=block_l, FN=_FN_CODE[fn], HAS_W=weight is not None, HAS_S=shift is not None,
                  NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db, NEED_DA=need_da, NEED_DS=need_ds,
                  INT64=x.numel() > _INT32_LIMIT)
-    w_arg = weight if weight is not None else xv
-    s_arg = shift if shift is not None else alpha
-    dx_arg = dx if need_dx else xv
-    if channels_last:
-        col_blocks = _cdiv(cols, block_l)
-        row_blocks = _cdiv(rows, block_r)
-        programs = max(1, min(row_blocks, _cdiv(target, col_blocks), _cdiv(row_blocks, min_iters)))
-        part = torch.empty(programs, 4, cols, device=x.device, dtype=torch.float32)
-        _launch(_bwd_channels_last_kernel, (programs, col_blocks), x.device, warps, maxnreg,
-                DY=dy, X=xv, A=alpha, S=s_arg, W=w_arg, DX=dx_arg, PART=part, R=rows, L=cols, ROW_PROGRAMS=programs,
-                ITERS=_cdiv(row_blocks, programs), **flags)
-        sums = part.sum(0)
-    else:
-        row_blocks = _cdiv(rows, block_r)
-        col_blocks = _cdiv(cols, block_l)
-        programs = max(1, min(col_blocks, _cdiv(target, row_blocks), _cdiv(col_blocks, min_iters), 65535))
-        part = torch.empty(programs, 4, rows, device=x.device, dtype=torch.float32)
-        _launch(_bwd_channels_first_kernel, (row_blocks, programs), x.device, warps, maxnreg,
-                DY=dy, X=xv, A=alpha, S=s_arg, W=w_arg, DX=dx_arg, PART=part, R=rows, L=cols, C=channels,
-                COL_PROGRAMS=programs, ITERS=_cdiv(col_blocks, programs), **flags)
-        sums = part.sum(0).view(4, rows // channels, channels).sum(1)
+    tensors = dict(DY=dy, X=xv, A=alpha, S=shift if shift is not None else alpha,
+                   W=weight if weight is not None else xv, DX=dx if need_dx else xv)
+    row_blocks, col_blocks = _cdiv(rows, block_r), _cdiv(cols, block_l)
+    # channels-last: programs over row blocks, one grid column per column block; channels-first: the reverse
+    kernel, spread, across = ((_bwd_channels_last_kernel, row_blocks, col_blocks) if channels_last else
+                              (_bwd_channels_first_kernel, col_blocks, row_blocks))
+
+    def plan(target: int, fit: bool) -> tuple[int, dict]:
+        # ``fit``: no more programs than ``target`` in all (one wave); else at least ``target``
+        per_line = target // across if fit else _cdiv(target, across)
+        programs = max(1, min(spread, per_line, _cdiv(spread, min_iters), 65535))
+        dims = dict(R=rows, L=cols, ITERS=_cdiv(spread, programs))
+        if channels_last:
+            dims["ROW_PROGRAMS"] = programs
+        else:
+            dims.update(C=channels, COL_PROGRAMS=programs)
+        return programs, dims
+
+    programs, dims = plan(_sm_count(x.device) * per_sm, False)
+    if _knob("bwd_fit_wave", channels_last, fn) and x.is_cuda and not interpreting():
+        probe = dict(tensors, PART=xv.new_empty(1, dtype=torch.float32), **dims, **flags)
+        resident = _resident_programs(kernel, x.device, warps, maxnreg, **probe)
+        if resident < per_sm:  # the programs would not all be resident: one full wave instead
+            programs, dims = plan(_sm_count(x.device) * resident, True)
+    part = torch.empty(programs, 4, cols if channels_last else rows, device=x.device, dtype=torch.float32)
+    grid = (programs, col_blocks) if channels_last else (row_blocks, programs)
+    _launch(kernel, grid, x.device, warps, maxnreg, PART=part, **tensors, **dims, **flags)
+    sums = part.sum(0)
+    if not channels_last:
+        sums = sums.view(4, rows // channels, channels).sum(1)
     return dx, sums
 
 
