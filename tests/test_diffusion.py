@@ -399,3 +399,30 @@ def test_digits_must_not_be_standardised(tmp_path):
     data = ImageDataModule(source="digits", img_size=16, in_chans=1, num_classes=10, normalize=True, batch_size=32)
     with pytest.raises(ValueError, match="data.normalize must be false"):
         tiny_trainer(tmp_path, max_steps=1).fit(tiny_task(), data)
+
+
+def test_dit_digits_benchmark_runs_and_reuses_an_earlier_run(tmp_path):
+    """benchmarks/dit_step.py digits --smoke trains a tiny DiT and tabulates it; with --reuse the second call takes
+    that run (no training) and shows validation loss and FID by step."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "dit_step.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [sys.executable, str(script), "digits", "--smoke", "--kinds", "layernorm", "--out", str(tmp_path / "b")]
+    first = subprocess.run(base + ["--output", str(tmp_path / "first.md")], capture_output=True, text=True,
+                           env=env, timeout=600)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    (result_path,) = glob.glob(str(tmp_path / "b" / "layernorm" / "**" / "result.json"), recursive=True)
+    result = json.loads(Path(result_path).read_text())
+    second = subprocess.run(base + ["--reuse", "--output", str(tmp_path / "second.md")], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    assert "reusing the completed run" in second.stdout and "$ fit" not in second.stdout
+    row = next(line for line in (tmp_path / "second.md").read_text().splitlines() if line.startswith("| layernorm"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "completed" and cells[2] == str(result["steps"]) and cells[9] == "earlier run"
+    last_val = f"{result['metrics_final']['val/loss']:.4f}@"
+    assert last_val in cells[4] and "@" in cells[5]  # validation loss and FID by step
+    assert len(glob.glob(str(tmp_path / "b" / "layernorm" / "*"))) == 1  # no second run directory
