@@ -426,3 +426,37 @@ def test_dit_digits_benchmark_runs_and_reuses_an_earlier_run(tmp_path):
     last_val = f"{result['metrics_final']['val/loss']:.4f}@"
     assert last_val in cells[4] and "@" in cells[5]  # validation loss and FID by step
     assert len(glob.glob(str(tmp_path / "b" / "layernorm" / "*"))) == 1  # no second run directory
+
+
+@pytest.mark.parametrize("kind", ["layernorm", "dyt"])
+def test_compiled_dit_trains_like_the_eager_one(kind):
+    """model.compile: the DiT is compiled in place (a whole graph: fullgraph=True fails on any break), keeps its
+    parameter names, and a few training steps give the eager twin's losses."""
+    images = _digits(64)[:, :1] * 2 - 1
+    labels = torch.tensor(load_digits().target[:64])
+    losses = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        task = tiny_task(norm={"kind": kind},
+                         compile={"backend": "aot_eager", "fullgraph": True} if compiled else False)
+        assert all("_orig_mod" not in name for name in task.state_dict())
+        assert (getattr(task.net, "_compiled_call_impl", None) is not None) == compiled  # nn.Module.compile's mark
+        opt = torch.optim.SGD(task.net.parameters(), lr=0.1)
+        run = []
+        for step in range(3):
+            t = torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(step))
+            noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(100 + step))
+            net = task.net
+            loss = task.diffusion.training_losses(lambda x, tt, net=net: net(x, tt, labels), images, t, noise=noise)
+            loss = loss["loss"].mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.append(loss.item())
+        losses[compiled] = run
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_compile_option_is_checked():
+    with pytest.raises(ValueError, match="model.compile"):
+        tiny_task(compile="yes")

@@ -10,7 +10,7 @@ import os
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -286,6 +286,10 @@ class DiffusionTask(BenchTask):
             and samples decoded for FID and grids. Absent: pixel space, images scaled to [-1, 1].
         hflip: random horizontal flips of training images (DiT's only augmentation).
         diffusion, sampling, fid, grid, ema: see their classes. ``ema``: the weights that sample (DiT: decay 0.9999).
+        compile: ``torch.compile`` the DiT that trains: ``true``, or a mapping of ``torch.compile`` arguments (e.g.
+            ``{mode: max-autotune}``). Small DiTs are host-bound, DyT more than LayerNorm (docs/benchmarks.md): a
+            compiled step launches fused kernels instead of one Python call per layer. The EMA copy that samples
+            stays eager. Default false.
         norm, optim, divergence, track_alpha, track_saturation: see ``BenchTask``. Default optimiser: DiT's constant
             learning rate 1e-4, no weight decay, no warmup.
     """
@@ -319,6 +323,7 @@ class DiffusionTask(BenchTask):
         divergence: DivergenceConfig | None = None,
         track_alpha: bool = False,
         track_saturation: bool = False,
+        compile: bool | dict[str, Any] = False,
     ) -> None:
         optim = optim if optim is not None else OptimConfig(lr=1e-4, weight_decay=0.0, warmup_steps=0, schedule="constant")
         super().__init__(norm=norm or NormSpec("layernorm"), optim=optim, divergence=divergence,
@@ -327,6 +332,8 @@ class DiffusionTask(BenchTask):
             raise ValueError(f"model.num_classes must be >= 1; got {num_classes}")
         if not 0 <= class_dropout_prob < 1:
             raise ValueError(f"model.class_dropout_prob must be in [0, 1); got {class_dropout_prob}")
+        if not isinstance(compile, (bool, dict)):
+            raise ValueError(f"model.compile must be true, false or a mapping of torch.compile arguments; got {compile!r}")
         if vae is not None and img_size % 8:
             raise ValueError(f"model.img_size must be a multiple of 8 with a VAE (latents are img_size / 8); got {img_size}")
         self.save_hyperparameters()
@@ -356,6 +363,8 @@ class DiffusionTask(BenchTask):
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.net, decay=ema.decay, use_warmup=ema.warmup)
+        if compile:  # after the EMA copy, which stays eager; in place, so checkpoints keep their parameter names
+            self.net.compile(**(compile if isinstance(compile, dict) else {}))
         # Evaluation helpers kept out of the module tree: not trained, not checkpointed, not touched by norm surgery.
         self._aux: dict[str, object] = {}
         self.fid_extractor: dict | None = None
