@@ -189,8 +189,9 @@ def run_digits(args) -> str:
     for kind, (run_dir, proc, start) in procs.items():
         if proc.wait() != 0:
             raise SystemExit(f"the {kind} run failed (exit {proc.returncode}); its log is above")
-        (result_path,) = sorted(glob.glob(str(run_dir / "**" / "result.json"), recursive=True), key=os.path.getmtime)[-1:]
-        result = json.loads(Path(result_path).read_text())
+        result = _earlier_result(run_dir)  # the run just made: the newest result.json
+        if result is None:
+            raise SystemExit(f"the {kind} run wrote no result.json under {run_dir}")
         results[kind] = (run_dir, result, time.perf_counter() - start)
     lines = [f"DiT on digits 32×32 (pixel space), LN vs DyT, config {args.config}"
              + (" — SMOKE (tiny model, a few steps: not a measurement)" if args.smoke else "")
