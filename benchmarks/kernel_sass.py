@@ -91,7 +91,7 @@ def main(argv=None) -> int:
                 kernel = ts._fwd_kernel
             else:
                 signature = {"DY": "*bf16", "X": "*bf16", "A": "*fp32", "S": "*fp32", "W": "*fp32", "DX": "*bf16",
-                             "PART": "*fp32", "R": "i32", "L": "i32", "ROW_PROGRAMS": "i32", "ITERS": "i32"}
+                             "PART": "*fp32", "SCAL": "*fp32", "R": "i32", "L": "i32", "ROW_PROGRAMS": "i32", "ITERS": "i32"}
                 flags = {"BLOCK_R": block_r, "BLOCK_L": block_l, "FN": ts._FN_CODE[fn], "HAS_W": True,
                          "HAS_S": has_s, "NEED_DX": True, "NEED_DW": True, "NEED_DB": True, "NEED_DA": True,
                          "NEED_DS": has_s, "INT64": False}

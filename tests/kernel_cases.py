@@ -18,7 +18,7 @@ if not INTERPRET and not torch.cuda.is_available():
     pytest.skip("needs CUDA or TRITON_INTERPRET=1", allow_module_level=True)
 
 from dyt_bench.norms import NormSpec, build_norm  # noqa: E402
-from dyt_bench.ops import squash_affine, squash_affine_reference  # noqa: E402
+from dyt_bench.ops import squash_affine, squash_affine_reference, triton_squash  # noqa: E402
 from dyt_bench.ops.triton_squash import squash_affine_triton  # noqa: E402
 
 DEVICE = "cpu" if INTERPRET else "cuda"
@@ -166,6 +166,23 @@ def test_channels_last_memory_format_and_non_contiguous_inputs():
     y, g = run_kernel(xs, a, w, b, s, dys[:, ::2], "tanh", -1, grads_of, torch.float32, torch.float32,
                       transform=lambda t: t[:, ::2])
     assert rel_err(y, y64) <= 1e-5 and all(rel_err(g[k], g64[k]) <= 1e-5 for k in grads_of)
+
+
+@pytest.mark.parametrize("shape,channel_dim", [((300, 40, 1, 3), 1), ((2, 37, 96), -1)])
+def test_second_stage_in_many_small_blocks(monkeypatch, shape, channel_dim):
+    """The kernel that adds up the per-program partials, with tiles so small that every one of its loops runs
+    several times: (sample, program) pairs for dγ/dβ over many blocks, and the per-program dα/dshift sums too."""
+    monkeypatch.setattr(triton_squash, "_FINISH_TILE", 16)
+    monkeypatch.setattr(triton_squash, "_FINISH_BLOCK_C", 8)
+    x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=21, shift=True)
+    grads_of = ["x", "alpha", "weight", "bias", "shift"]
+    y64, g64 = float64_grads(x, a, w, b, s, dy, "erf", channel_dim, grads_of)
+    y, g = run_kernel(x, a, w, b, s, dy, "erf", channel_dim, grads_of, torch.float32, torch.float32)
+    assert rel_err(y, y64) <= 1e-5
+    for k in ("x", "weight", "bias"):
+        assert rel_err(g[k], g64[k]) <= 1e-5, k
+    for k in ("alpha", "shift"):
+        assert_scalar_reduction_close(g[k], g64[k], x, a, w, s, dy, "erf", channel_dim, k)
 
 
 def test_empty_input():

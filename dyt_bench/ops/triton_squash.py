@@ -8,10 +8,10 @@ The tensor is seen as a row-major matrix (rows × cols) without any copy:
   positions, so a parameter is indexed by ``row % C``.
 
 Forward reads x and writes y. Backward reads x and dy once and writes dx, and accumulates the parameter gradients
-(dγ, dβ, dα and the shift's) in float32 registers per program; each program writes one partial row, and a
-``torch.sum`` over the partials finishes the reduction. Both stages have a fixed order, so gradients are bitwise
-reproducible run to run. Block shapes come from a heuristic of the shape (no autotuning, so small tensors pay
-nothing per call and the partial buffers stay at most a few programs per SM).
+(dγ, dβ, dα and the shift's) in float32 registers per program; each program writes one row of per-channel partials
+of dγ and dβ and its own sums of dα and dshift, and a second small kernel adds those up. Both stages have a fixed
+order, so gradients are bitwise reproducible run to run. Block shapes come from a heuristic of the shape (no
+autotuning, so small tensors pay nothing per call and the partial buffers stay at most a few programs per SM).
 
 The op is registered as the ``torch.library`` custom ops ``dyt_bench::squash_affine`` (with autograd) and
 ``dyt_bench::squash_affine_backward``, each with a fake implementation, so ``torch.compile`` traces through it
@@ -261,8 +261,8 @@ def _fwd_kernel(X, Y, A, S, W, B, R, L, C,
 
 @triton.jit
 def _bwd_tile(DY, X, DX, offs, mask, a, shift, w, FN: tl.constexpr, HAS_S: tl.constexpr, NEED_DX: tl.constexpr):
-    # one tile of the backward pass: returns (dy * f(z), dy, dL/dz * x, dL/dz) for the parameter accumulators;
-    # masked-out elements load dy = 0, so they add nothing
+    # one tile of the backward pass: stores dx and returns (dy * f(z), dy, dL/dz * x, dL/dz) for the parameter
+    # accumulators; masked-out elements load dy = 0, so they add nothing
     x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
     z = a * x
@@ -276,13 +276,14 @@ def _bwd_tile(DY, X, DX, offs, mask, a, shift, w, FN: tl.constexpr, HAS_S: tl.co
 
 
 @triton.jit
-def _bwd_channels_last_kernel(DY, X, A, S, W, DX, PART, R, L, ROW_PROGRAMS, ITERS,
+def _bwd_channels_last_kernel(DY, X, A, S, W, DX, PART, SCAL, R, L, ROW_PROGRAMS, ITERS,
                               BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, FN: tl.constexpr, HAS_W: tl.constexpr,
                               HAS_S: tl.constexpr, NEED_DX: tl.constexpr, NEED_DW: tl.constexpr,
                               NEED_DB: tl.constexpr, NEED_DA: tl.constexpr, NEED_DS: tl.constexpr,
                               INT64: tl.constexpr):
     # program (p, j): columns block j, rows blocks p, p + ROW_PROGRAMS, ... (ITERS of them, the last ones may lie past
-    # the end and are masked out); partials PART[p, k, col] with k = dγ, dβ, dα, dshift
+    # the end and are masked out); partials PART[p, k, col] for k = dγ, dβ, and the program's sums of dα and dshift
+    # in SCAL
     pid_r = tl.program_id(0)
     pid_l = tl.program_id(1)
     cols = pid_l * BLOCK_L + tl.arange(0, BLOCK_L)
@@ -315,24 +316,26 @@ def _bwd_channels_last_kernel(DY, X, A, S, W, DX, PART, R, L, ROW_PROGRAMS, ITER
             acc_da += ga
         if NEED_DS:
             acc_ds += gs
-    base = PART + pid_r.to(tl.int64) * 4 * L + cols
+    base = PART + pid_r.to(tl.int64) * 2 * L + cols
     if NEED_DW:
         tl.store(base, tl.sum(acc_dw, axis=0), mask=cmask)
     if NEED_DB:
         tl.store(base + L, tl.sum(acc_db, axis=0), mask=cmask)
+    program = pid_r.to(tl.int64) * tl.cdiv(L, BLOCK_L) + pid_l
     if NEED_DA:
-        tl.store(base + 2 * L, tl.sum(acc_da, axis=0), mask=cmask)
+        tl.store(SCAL + 2 * program, tl.sum(tl.sum(acc_da, axis=1), axis=0))
     if NEED_DS:
-        tl.store(base + 3 * L, tl.sum(acc_ds, axis=0), mask=cmask)
+        tl.store(SCAL + 2 * program + 1, tl.sum(tl.sum(acc_ds, axis=1), axis=0))
 
 
 @triton.jit
-def _bwd_channels_first_kernel(DY, X, A, S, W, DX, PART, R, L, C, COL_PROGRAMS, ITERS,
+def _bwd_channels_first_kernel(DY, X, A, S, W, DX, PART, SCAL, R, L, C, COL_PROGRAMS, ITERS,
                                BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr, FN: tl.constexpr, HAS_W: tl.constexpr,
                                HAS_S: tl.constexpr, NEED_DX: tl.constexpr, NEED_DW: tl.constexpr,
                                NEED_DB: tl.constexpr, NEED_DA: tl.constexpr, NEED_DS: tl.constexpr,
                                INT64: tl.constexpr):
     # program (i, g): rows block i, column blocks g, g + COL_PROGRAMS, ... (ITERS of them); partials PART[g, k, row]
+    # with k = dγ, dβ, and the program's sums of dα and dshift in SCAL
     pid_r = tl.program_id(0)
     pid_g = tl.program_id(1)
     if INT64:
@@ -364,15 +367,65 @@ def _bwd_channels_first_kernel(DY, X, A, S, W, DX, PART, R, L, C, COL_PROGRAMS, 
             acc_da += ga
         if NEED_DS:
             acc_ds += gs
-    base = PART + pid_g.to(tl.int64) * 4 * R + rows
+    base = PART + pid_g.to(tl.int64) * 2 * R + rows
     if NEED_DW:
         tl.store(base, tl.sum(acc_dw, axis=1), mask=rmask)
     if NEED_DB:
         tl.store(base + R, tl.sum(acc_db, axis=1), mask=rmask)
+    program = pid_r * COL_PROGRAMS + pid_g
     if NEED_DA:
-        tl.store(base + 2 * R, tl.sum(acc_da, axis=1), mask=rmask)
+        tl.store(SCAL + 2 * program, tl.sum(tl.sum(acc_da, axis=1), axis=0))
     if NEED_DS:
-        tl.store(base + 3 * R, tl.sum(acc_ds, axis=1), mask=rmask)
+        tl.store(SCAL + 2 * program + 1, tl.sum(tl.sum(acc_ds, axis=1), axis=0))
+
+
+@triton.jit
+def _finish_channels(PART, OUT, k, pid_c, Q, M, C, GROUPS, BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr):
+    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    cmask = cols < C
+    acc = tl.zeros((BLOCK_Q, BLOCK_C), tl.float32)
+    for q0 in range(0, Q, BLOCK_Q):
+        q = q0 + tl.arange(0, BLOCK_Q)
+        p = q // GROUPS
+        g = q - p * GROUPS
+        offs = (p.to(tl.int64) * 2 + k) * M + g * C
+        acc += tl.load(PART + offs[:, None] + cols[None, :], mask=(q < Q)[:, None] & cmask[None, :], other=0.0)
+    tl.store(OUT + k * C + cols, tl.sum(acc, axis=0), mask=cmask)
+
+
+@triton.jit
+def _finish_scalars(SCAL, OUT, k, C, N_SCAL, BLOCK_S: tl.constexpr):
+    acc = tl.zeros((BLOCK_S,), tl.float32)
+    for i0 in range(0, N_SCAL, BLOCK_S):
+        i = i0 + tl.arange(0, BLOCK_S)
+        acc += tl.load(SCAL + 2 * i.to(tl.int64) + k, mask=i < N_SCAL, other=0.0)
+    tl.store(OUT + 2 * C + k, tl.sum(acc, axis=0))
+
+
+@triton.jit
+def _finish_kernel(PART, SCAL, OUT, Q, M, C, GROUPS, N_BLOCKS, N_SCAL,
+                   BLOCK_Q: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr,
+                   NEED_DW: tl.constexpr, NEED_DB: tl.constexpr, NEED_DA: tl.constexpr, NEED_DS: tl.constexpr):
+    # the second stage of the parameter gradients, in a fixed order. PART holds P × 2 × M partials of dγ (k = 0) and
+    # dβ (k = 1), the channel of column m being m % C (M = GROUPS · C; Q = P · GROUPS); SCAL holds N_SCAL pairs
+    # (dα, dshift), one per program of the first stage. Program (j < N_BLOCKS, k): OUT[k · C + c] for channels block j;
+    # program (N_BLOCKS, k): OUT[2 · C + k], the sum of the k-th scalars
+    pid_c = tl.program_id(0)
+    k = tl.program_id(1)
+    if pid_c < N_BLOCKS:
+        if k == 0:
+            if NEED_DW:
+                _finish_channels(PART, OUT, k, pid_c, Q, M, C, GROUPS, BLOCK_Q, BLOCK_C)
+        else:
+            if NEED_DB:
+                _finish_channels(PART, OUT, k, pid_c, Q, M, C, GROUPS, BLOCK_Q, BLOCK_C)
+    else:
+        if k == 0:
+            if NEED_DA:
+                _finish_scalars(SCAL, OUT, k, C, N_SCAL, BLOCK_S)
+        else:
+            if NEED_DS:
+                _finish_scalars(SCAL, OUT, k, C, N_SCAL, BLOCK_S)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -599,12 +652,12 @@ def _launch_forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, f
 
 
 def _launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds):
-    """Returns dx (or an empty tensor) and a float32 (4, C) tensor of [dγ, dβ, dα (per channel), dshift (per channel)]."""
+    """Returns dx (or an empty tensor) and a float32 tensor of 2 · C + 2 values: dγ (C), dβ (C), dα, dshift."""
     xv, channels_last, rows, cols, channels = _matrix_view(x, channel_dim)
     dy = _same_memory_order(dy, xv, channel_dim % x.dim())
     dx = torch.empty_like(xv) if need_dx else xv.new_empty(0)
     if x.numel() == 0:
-        return dx, torch.zeros(4, channels, device=x.device, dtype=torch.float32)
+        return dx, torch.zeros(2 * channels + 2, device=x.device, dtype=torch.float32)
     block_r, block_l, warps, maxnreg = _blocks(rows, cols, "bwd", channels_last, fn)
     per_sm = _knob("programs_per_sm", channels_last, fn)
     min_iters = TUNING["min_iters_per_program"]
@@ -631,17 +684,33 @@ def _launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need
 
     programs, dims = plan(_sm_count(x.device) * per_sm, False)
     if _knob("bwd_fit_wave", channels_last, fn) and x.is_cuda and not interpreting():
-        probe = dict(tensors, PART=xv.new_empty(1, dtype=torch.float32), **dims, **flags)
+        probe = dict(tensors, PART=xv.new_empty(1, dtype=torch.float32), SCAL=xv.new_empty(1, dtype=torch.float32),
+                     **dims, **flags)
         resident = _resident_programs(kernel, x.device, warps, maxnreg, **probe)
         if resident < per_sm:  # the programs would not all be resident: one full wave instead
             programs, dims = plan(_sm_count(x.device) * resident, True)
-    part = torch.empty(programs, 4, cols if channels_last else rows, device=x.device, dtype=torch.float32)
+    # one buffer: P × 2 × M partials of dγ, dβ (M = cols for tokens, rows for feature maps), then (dα, dshift) per
+    # program of the first stage
+    width = cols if channels_last else rows
+    n_scal = programs * across
+    buffer = torch.empty(programs * 2 * width + 2 * n_scal, device=x.device, dtype=torch.float32)
+    part, scal = buffer[:programs * 2 * width], buffer[programs * 2 * width:]
     grid = (programs, col_blocks) if channels_last else (row_blocks, programs)
-    _launch(kernel, grid, x.device, warps, maxnreg, PART=part, **tensors, **dims, **flags)
-    sums = part.sum(0)
-    if not channels_last:
-        sums = sums.view(4, rows // channels, channels).sum(1)
-    return dx, sums
+    _launch(kernel, grid, x.device, warps, maxnreg, PART=part, SCAL=scal, **tensors, **dims, **flags)
+    out = torch.empty(2 * channels + 2, device=x.device, dtype=torch.float32)
+    groups = 1 if channels_last else rows // channels
+    q = programs * groups
+    block_c = min(_FINISH_BLOCK_C, _next_pow2(channels))
+    n_blocks = _cdiv(channels, block_c)
+    _launch(_finish_kernel, (n_blocks + 1, 2), x.device, 4, None, PART=part, SCAL=scal, OUT=out, Q=q, M=width,
+            C=channels, GROUPS=groups, N_BLOCKS=n_blocks, N_SCAL=n_scal,
+            BLOCK_Q=min(_next_pow2(q), _FINISH_TILE // block_c), BLOCK_C=block_c, BLOCK_S=_FINISH_TILE,
+            NEED_DW=need_dw, NEED_DB=need_db, NEED_DA=need_da, NEED_DS=need_ds)
+    return dx, out
+
+
+_FINISH_BLOCK_C = 32  # channels per program of the second stage
+_FINISH_TILE = 8192  # partials a program of the second stage loads at once
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -678,7 +747,7 @@ def _squash_affine_backward_op(dy: torch.Tensor, x: torch.Tensor, alpha: torch.T
 def _(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds):
     (xv,) = _matrix_view_meta(x, channel_dim)
     dx = torch.empty_like(xv) if need_dx else x.new_empty(0)
-    return dx, x.new_empty(4, x.shape[channel_dim], dtype=torch.float32)
+    return dx, x.new_empty(2 * x.shape[channel_dim] + 2, dtype=torch.float32)
 
 
 def _setup_context(ctx, inputs, output):
@@ -695,11 +764,12 @@ def _backward(ctx, dy, launch=None):
     dx, sums = (launch or _squash_affine_backward_op)(
         dy, x, alpha, weight, shift, ctx.fn, ctx.channel_dim,
         bool(need[0]), bool(need[2]), bool(need[3] and ctx.has_bias), bool(need[1]), bool(need[4]))
+    channels = (sums.shape[0] - 2) // 2  # sums: dγ (C), dβ (C), dα, dshift
     g_x = dx if need[0] else None
-    g_alpha = sums[2].sum().reshape(alpha.shape).to(alpha.dtype) if need[1] else None
-    g_w = sums[0].to(weight.dtype) if need[2] and weight is not None else None
-    g_b = sums[1].to(ctx.bias_dtype) if need[3] and ctx.has_bias else None
-    g_s = sums[3].sum().reshape(shift.shape).to(shift.dtype) if need[4] and shift is not None else None
+    g_alpha = sums[2 * channels].reshape(alpha.shape).to(alpha.dtype) if need[1] else None
+    g_w = sums[:channels].to(weight.dtype) if need[2] and weight is not None else None
+    g_b = sums[channels:2 * channels].to(ctx.bias_dtype) if need[3] and ctx.has_bias else None
+    g_s = sums[2 * channels + 1].reshape(shift.shape).to(shift.dtype) if need[4] and shift is not None else None
     return g_x, g_alpha, g_w, g_b, g_s, None, None
 
 
