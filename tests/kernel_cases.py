@@ -79,7 +79,8 @@ SHAPES = [  # (shape, channel_dim): tokens with C a power of two and not, featur
     ((37, 100), -1),
     ((5, 3, 192), -1),  # C = 3 × 64: where the forward may use its split-row view
     ((6, 1280), -1),  # a wide token row: 2048-column masked tiles, several rows per tile
-    ((3, 2, 1024), -1),  # C a multiple of 1024: the backward's wide column blocks (erf's own knobs there)
+    ((3, 2, 1024), -1),  # C a multiple of 1024: the backward's 1024-column blocks
+    ((3, 5120), -1),  # rows of 4097-8192 channels: one 8192-column masked forward tile of two rows (erf: 4096)
     ((2, 12, 5, 7), 1),
     ((3, 8, 40), 1),
 ]

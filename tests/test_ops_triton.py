@@ -31,14 +31,17 @@ def test_per_function_knobs_override_the_heuristic_by_name_and_by_layout(monkeyp
 
     # tanh follows the shared heuristic; erf's own entries (docs/benchmarks.md) change only what they name
     assert ts._blocks(32768, 4096, "fwd", True, "tanh") == (2, 4096, 16, None)
+    assert ts._blocks(16384, 8192, "fwd", True, "tanh") == (2, 8192, 16, None)  # whole rows up to 8192 columns
+    assert ts._blocks(20480, 5120, "fwd", True, "tanh") == (2, 8192, 16, None)  # masked up to the power of two
+    assert ts._blocks(8192, 16384, "fwd", True, "tanh") == (2, 4096, 16, None)  # wider: 4096-column blocks
     assert ts._blocks(32768, 4096, "fwd", True, "erf") == (2, 4096, 16, 40)  # wide tiles: register cap
+    assert ts._blocks(16384, 8192, "fwd", True, "erf") == (2, 4096, 16, 40)  # erf: whole rows only to 4096
     assert ts._blocks(50432, 768, "fwd", True, "erf") == ts._blocks(50432, 768, "fwd", True, "tanh")  # not wide
     assert ts._blocks(32768, 4096, "bwd", True, "tanh") == (2, 1024, 4, None)
-    assert ts._blocks(50432, 768, "bwd", True, "erf") == (4, 256, 8, None)  # tokens: (name, True) keys
-    assert ts._blocks(65536, 1536, "bwd", True, "erf") == (2, 512, 8, None)  # 512-column blocks
-    assert ts._blocks(65536, 1024, "bwd", True, "erf") == (2, 1024, 4, 128)  # 1024-column blocks: bwd_wide_ knobs
+    assert ts._blocks(50432, 768, "bwd", True, "tanh") == (8, 256, 4, None)
+    assert ts._blocks(50432, 768, "bwd", True, "erf") == (8, 256, 4, 128)  # tokens: a (name, True) key
     assert ts._blocks(32768, 4096, "bwd", True, "erf") == (2, 1024, 4, 128)
-    assert ts._blocks(32768, 3136, "bwd", True, "tanh") == (32, 64, 4, None)  # no wide knobs set for tanh
+    assert ts._blocks(32768, 3136, "bwd", True, "tanh") == (32, 64, 4, None)
     assert ts._blocks(32768, 3136, "bwd", False, "erf") == ts._blocks(32768, 3136, "bwd", False, "tanh")
 
     # a plain name applies to both layouts and wins over a shared knob; a layout key wins over a plain name
@@ -47,12 +50,13 @@ def test_per_function_knobs_override_the_heuristic_by_name_and_by_layout(monkeyp
     assert ts._blocks(32768, 4096, "bwd", True, "sigmoid") == (2, 1024, 2, 96)
     assert ts._blocks(32768, 3136, "bwd", False, "sigmoid")[2:] == (16, 96)
     assert ts._blocks(32768, 4096, "bwd", True, "tanh") == (2, 1024, 4, None)
-    # a shared wide knob applies to every function's wide token rows and nothing else
-    monkeypatch.setitem(ts.TUNING, "bwd_wide_warps", 16)
-    assert ts._blocks(32768, 4096, "bwd", True, "tanh")[2] == 16
-    assert ts._blocks(32768, 1024, "bwd", True, "tanh")[2] == 16
-    assert ts._blocks(32768, 1536, "bwd", True, "tanh")[2] == 4
-    assert ts._blocks(32768, 4096, "bwd", False, "tanh")[2] == 8
+    # a shared wide knob applies to every function's wide forward token tiles and nothing else
+    monkeypatch.setitem(ts.TUNING, "fwd_wide_maxnreg", 64)
+    assert ts._blocks(32768, 4096, "fwd", True, "tanh")[3] == 64
+    assert ts._blocks(32768, 2048, "fwd", True, "tanh")[3] == 64
+    assert ts._blocks(32768, 1024, "fwd", True, "tanh")[3] is None
+    assert ts._blocks(32768, 4096, "bwd", True, "tanh")[3] is None
+    assert ts._blocks(1024, 4096, "fwd", False, "tanh")[3] is None
 
 
 def test_compiled_kernels_use_one_reciprocal_and_one_exponential_per_element():

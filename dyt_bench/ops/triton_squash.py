@@ -39,14 +39,16 @@ FUSED_FUNCTIONS = ALL_FUNCTIONS  # tanh, hardtanh, sigmoid, identity, erf
 _FN_CODE = {name: i for i, name in enumerate(FUSED_FUNCTIONS)}
 
 # Block-shape heuristic, from the sweeps in benchmarks/ops.py on an H100 (docs/benchmarks.md): forward tiles covering
-# whole rows up to 4096 columns (feature maps: 2048), 8192 elements (8 warps, 16 from 4096 columns) for token rows of
-# more than 1024 channels, else 2048 elements (4 warps); backward tiles of 2048 elements, channels-last with a column
-# block dividing C (≤ 1024), channels-first with 256-column blocks; 4 programs per SM in the backward.
+# whole token rows up to 8192 columns (wider rows: 4096-column blocks; feature maps: 2048), of 8192 elements or two
+# rows, whichever is more (8 warps, 16 from 4096 columns), for token rows of more than 1024 channels, else 2048
+# elements (4 warps); backward tiles of 2048 elements, channels-last with a column block dividing C (≤ 1024),
+# channels-first with 256-column blocks; 4 programs per SM in the backward.
 # Any knob set to a value here overrides the heuristic (None: per-layout default), for sweeps.
 TUNING = {
-    "fwd_tile": None,  # token rows of more than 1024 channels: 8192 elements, else 2048
-    "fwd_warps": None,  # 16 when a tile spans 4096 columns, 8 for the other 8192-element tiles, else 4
+    "fwd_tile": None,  # token rows of more than 1024 channels: max(8192, two rows) elements, else 2048
+    "fwd_warps": None,  # 16 when a tile spans 4096 columns or more, 8 for the other wide tiles, else 4
     "fwd_max_cols_block": 4096,  # channels-first: 2048
+    "fwd_whole_row_cols": 8192,  # token rows up to this many columns: one column block, whatever fwd_max_cols_block
     "fwd_cols_mode": "cover",
     "fwd_block_r": None,
     "fwd_block_l": None,
@@ -67,18 +69,12 @@ TUNING = {
     "fwd_maxnreg": None,  # registers per thread cap (ptxas), None: the compiler's choice
     "fwd_wide_maxnreg": None,  # the same for the 8192-element tiles of wide token rows (wins over fwd_maxnreg)
     "bwd_maxnreg": None,
-    # the backward's knobs for token rows read in 1024-column blocks (C a multiple of 1024; None: the ones above)
-    "bwd_wide_tile": None,
-    "bwd_wide_warps": None,
-    "bwd_wide_maxnreg": None,
     # knobs that differ for one function, keyed by name or by (name, channels_last); they win over the ones above.
-    # erf's longer arithmetic needs more registers, which cost occupancy: capped for wide forward tiles; in the
-    # backward, tokens take 1024-element tiles on 8 warps, except those read in 1024-column blocks (C a multiple of
-    # 1024): 2048-element tiles on 4 warps capped at 128 registers (benchmarks/ops.py --sweep-fn erf,
+    # erf's longer arithmetic needs more registers, which cost occupancy: capped at 40 for wide forward tiles, which
+    # stay at most 4096 columns wide, and at 128 for the token backward (benchmarks/ops.py --sweep-fn erf,
     # docs/benchmarks.md)
     "per_function": {
-        "erf": {"fwd_wide_maxnreg": 40, ("bwd_tile", True): 1024, ("bwd_warps", True): 8,
-                "bwd_wide_tile": 2048, "bwd_wide_warps": 4, "bwd_wide_maxnreg": 128},
+        "erf": {"fwd_wide_maxnreg": 40, "fwd_whole_row_cols": 4096, ("bwd_maxnreg", True): 128},
     },
 }
 _LAYOUT_DEFAULTS = {
@@ -564,19 +560,21 @@ def _choose_blocks(rows: int, cols: int, stage: str, channels_last: bool, fn: st
     cap = plain("max_cols_block")
     if stage == "fwd" and not channels_last:
         cap = min(cap, 2048)  # feature maps: 2048-column tiles, 4 warps (the wide tiles were slower there)
+    if stage == "fwd" and channels_last and cols <= plain("whole_row_cols"):
+        cap = max(cap, _next_pow2(cols))
     block_l = plain("block_l") or _cols_block(cols, cap, plain("cols_mode"))
-    # wide column blocks of token rows: the forward's 2048+ (rows of 1025+ channels, 8192-element tiles), the
-    # backward's 1024 (C a multiple of 1024); their own knobs, where set, win
-    wide = channels_last and block_l >= (2048 if stage == "fwd" else 1024)
+    # the forward's wide column blocks of token rows (2048+: rows of 1025+ channels) take wide tiles, and their own
+    # knobs where set
+    wide = stage == "fwd" and channels_last and block_l >= 2048
 
     def knob(name):
-        if wide and f"{stage}_wide_{name}" in TUNING:
-            value = _knob(f"{stage}_wide_{name}", channels_last, fn)
+        if wide:
+            value = _knob(f"fwd_wide_{name}", channels_last, fn) if f"fwd_wide_{name}" in TUNING else None
             if value is not None:
                 return value
         return plain(name)
 
-    tile = knob("tile") or (8192 if wide and stage == "fwd" else 2048)
+    tile = knob("tile") or (max(8192, 2 * block_l) if wide else 2048)
     block_r = knob("block_r") or max(1, min(tile // block_l, _next_pow2(rows)))
     warps = knob("warps")
     if warps is None:  # forward default
