@@ -3,9 +3,13 @@ Liger-Kernel, the fused Triton op) and Identity (no norm at all: the floor any n
 
     python benchmarks/model_step.py                                  # 8 layers, hidden 2048, 16 heads, 4 × 2048 tokens
     python benchmarks/model_step.py --layers 4 --hidden 1024 --seq 1024 --steps 10
+    python benchmarks/model_step.py --branch-scale 0.1 --gemm-probe  # a finite Identity floor; GEMM speed by data
 
 Train step = forward + backward + fused AdamW step on bf16 weights, from input embeddings (no vocabulary, so the
 norm's share is not diluted by the embedding / LM head); forward = the same forward under ``torch.no_grad``.
+Without norms, transformers' initialisation lets the residual stream grow layer over layer (the MLP is quadratic in
+it) until it overflows bf16; ``--branch-scale 0.1`` scales the residual branches' output projections of every
+variant so that the Identity stack stays finite, and the "finite" column says which variants stayed finite.
 Times are medians of CUDA-event timings after warm-up; each variant is a fresh copy of the same initial model.
 """
 
@@ -82,7 +86,8 @@ def time_cuda(fn, steps: int, warmup: int) -> float:
 
 
 def measure(model: nn.Module, embeds: torch.Tensor, steps: int, warmup: int):
-    """(train step ms, forward ms, (Triton norm kernels ms, GEMM ms) of one profiled step) of ``model``."""
+    """(train step ms, forward ms, (Triton norm kernels ms, GEMM ms) of one profiled step, whether the output and the
+    weights are all finite after the steps) of ``model``."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
 
     def train_step():
@@ -95,10 +100,14 @@ def measure(model: nn.Module, embeds: torch.Tensor, steps: int, warmup: int):
         with torch.no_grad():
             model(inputs_embeds=embeds)
 
-    return time_cuda(train_step, steps, warmup), time_cuda(forward, steps, warmup), profile_step(train_step)
+    times = time_cuda(train_step, steps, warmup), time_cuda(forward, steps, warmup), profile_step(train_step)
+    with torch.no_grad():  # a stack without norms can overflow: its times are then those of inf / NaN arithmetic
+        finite = bool(torch.isfinite(model(inputs_embeds=embeds).last_hidden_state).all()) and all(
+            bool(torch.isfinite(p).all()) for p in model.parameters())
+    return (*times, finite)
 
 
-NORM_KERNELS = re.compile(r"_fwd_kernel|_bwd_channels_(last|first)_kernel|_dyt_(fwd|bwd)_kernel")
+NORM_KERNELS = re.compile(r"_fwd_kernel|_bwd_channels_(last|first)_kernel|_finish_kernel|_dyt_(fwd|bwd)_kernel")
 GEMM_KERNELS = re.compile(r"nvjet|gemm|cutlass", re.IGNORECASE)
 
 
@@ -124,6 +133,36 @@ def profile_step(train_step) -> tuple[float | None, float]:
 PROFILE = False
 
 
+def mlp_inputs(model: nn.Module, embeds: torch.Tensor) -> list[torch.Tensor]:
+    """The inputs that the model's MLP gate projections receive in one forward (one per layer)."""
+    inputs = []
+    hooks = [m.register_forward_hook(lambda _m, args, _out: inputs.append(args[0].detach().clone()))
+             for name, m in model.named_modules() if name.endswith("mlp.gate_proj")]
+    with torch.no_grad():
+        model(inputs_embeds=embeds)
+    for h in hooks:
+        h.remove()
+    return inputs
+
+
+def gemm_probe(captured: dict[str, list[torch.Tensor]], weight: torch.Tensor, rounds: int = 5,
+               reps: int = 20) -> dict[str, tuple[float, float, float]]:
+    """One fixed GEMM, ``x @ weight.T``, on each variant's MLP inputs (``captured``), summed over the layers: the same
+    multiplication for every variant, only the data differ, so a difference in time is the data's. Variants are
+    interleaved over ``rounds`` (median). Returns {variant: (ms, std of the finite inputs, % non-finite)}."""
+    times: dict[str, list[float]] = {name: [] for name in captured}
+    for _ in range(rounds):
+        for name, inputs in captured.items():
+            times[name].append(sum(time_cuda(lambda x=x: torch.matmul(x, weight.t()), reps, 3) for x in inputs))
+    out = {}
+    for name, inputs in captured.items():
+        flat = torch.cat([x.flatten().float() for x in inputs])
+        finite = torch.isfinite(flat)
+        out[name] = (statistics.median(times[name]), flat[finite].std().item() if finite.any() else float("nan"),
+                     100 * (1 - finite.float().mean().item()))
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=8)
@@ -137,6 +176,12 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every variant (median)")
     parser.add_argument("--markdown", help="also write the table here")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one train step")
+    parser.add_argument("--branch-scale", type=float, default=1.0,
+                        help="multiply the attention and MLP output projections (o_proj, down_proj) by this at init, "
+                             "for every variant: 0.1 keeps a stack without norms finite (default 1: transformers' "
+                             "init, under which the Identity stack overflows from hidden 2048 on)")
+    parser.add_argument("--gemm-probe", action="store_true",
+                        help="also time one fixed GEMM on each variant's MLP inputs (data-dependent GEMM speed)")
     args = parser.parse_args(argv)
     global PROFILE
     PROFILE = args.profile
@@ -144,6 +189,11 @@ def main(argv=None) -> int:
         print("benchmarks/model_step.py needs a CUDA device", file=sys.stderr)
         return 2
     base = build_llama(args.layers, args.hidden, args.heads, args.seq, args.intermediate)
+    if args.branch_scale != 1.0:
+        with torch.no_grad():
+            for name, param in base.named_parameters():
+                if name.endswith(("o_proj.weight", "down_proj.weight")):
+                    param.mul_(args.branch_scale)
     variants = {
         "RMSNorm (transformers)": None,
         "DyT eager": lambda c: EagerDyT(c),
@@ -154,6 +204,9 @@ def main(argv=None) -> int:
     gen = torch.Generator(device="cuda").manual_seed(0)
     embeds = torch.randn(args.batch, args.seq, args.hidden, device="cuda", generator=gen).to(torch.bfloat16)
     results: dict[str, list] = {name: [] for name in variants}
+    captured: dict[str, list[torch.Tensor]] = {}
+    probe_weight = (torch.randn(base.config.intermediate_size, args.hidden, device="cuda", generator=gen)
+                    * args.hidden ** -0.5).to(torch.bfloat16)
     for rep in range(args.repeats):  # variants interleaved, so slow drifts of the card hit all of them alike
         for name, make in variants.items():
             model = copy.deepcopy(base)
@@ -163,12 +216,14 @@ def main(argv=None) -> int:
                 print(f"{name}: skipped ({exc})")
                 continue
             model = model.cuda().to(torch.bfloat16).train()
-            train_ms, fwd_ms, (norm_ms, gemm_ms) = measure(model, embeds, args.steps, args.warmup)
+            train_ms, fwd_ms, (norm_ms, gemm_ms), finite = measure(model, embeds, args.steps, args.warmup)
             peak = torch.cuda.max_memory_allocated() / 2**30
-            results[name].append((replaced, train_ms, fwd_ms, norm_ms, gemm_ms, peak))
+            results[name].append((replaced, train_ms, fwd_ms, norm_ms, gemm_ms, peak, finite))
+            if args.gemm_probe and rep == 0:
+                captured[name] = mlp_inputs(model, embeds)
             print(f"[{rep + 1}/{args.repeats}] {name:<24} norms {replaced:3d}  train step {train_ms:8.2f} ms  forward "
                   f"{fwd_ms:7.2f} ms  Triton norm kernels {norm_ms if norm_ms is not None else float('nan'):6.2f} ms"
-                  f"  GEMMs {gemm_ms:6.2f} ms  peak {peak:5.1f} GiB", flush=True)
+                  f"  GEMMs {gemm_ms:6.2f} ms  peak {peak:5.1f} GiB{'' if finite else '  NON-FINITE'}", flush=True)
             del model
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
@@ -178,18 +233,32 @@ def main(argv=None) -> int:
         return statistics.median(values) if values else None
 
     rows = [(name, r[0][0], med([x[1] for x in r]), med([x[2] for x in r]), med([x[3] for x in r]),
-             med([x[4] for x in r])) for name, r in results.items() if r]
+             med([x[4] for x in r]), all(x[6] for x in r),
+             (max(x[1] for x in r) - min(x[1] for x in r)) / med([x[1] for x in r])) for name, r in results.items() if r]
     floor = next((r for r in rows if r[0].startswith("Identity")), None)
     lines = [f"LLaMA stack: {args.layers} layers, hidden {args.hidden}, {args.heads} heads, batch {args.batch} × "
-             f"{args.seq} tokens, bf16, {torch.cuda.get_device_name(0)}, torch {torch.__version__}; median of "
-             f"{args.repeats} interleaved repeats of {args.steps} steps", "",
+             f"{args.seq} tokens, bf16, {torch.cuda.get_device_name(0)}, torch {torch.__version__}; residual "
+             f"branch output projections × {args.branch_scale:g}; median of {args.repeats} interleaved repeats of "
+             f"{args.steps} steps", "",
              "| norm | train step ms | vs Identity | forward ms | vs Identity | Triton norm kernels ms / step "
-             "| GEMMs ms / step |", "|---|---|---|---|---|---|---|"]
-    for name, _, train_ms, fwd_ms, norm_ms, gemm_ms in rows:
+             "| GEMMs ms / step | finite | train step spread over repeats |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, _, train_ms, fwd_ms, norm_ms, gemm_ms, finite, spread in rows:
         rel_t = f"{100 * (train_ms / floor[2] - 1):+.1f}%" if floor else "—"
         rel_f = f"{100 * (fwd_ms / floor[3] - 1):+.1f}%" if floor else "—"
         norm = f"{norm_ms:.2f}" if norm_ms is not None else "—"
-        lines.append(f"| {name} | {train_ms:.2f} | {rel_t} | {fwd_ms:.2f} | {rel_f} | {norm} | {gemm_ms:.2f} |")
+        lines.append(f"| {name} | {train_ms:.2f} | {rel_t} | {fwd_ms:.2f} | {rel_f} | {norm} | {gemm_ms:.2f} "
+                     f"| {'yes' if finite else '**no**'} | {100 * spread:.1f}% |")
+    if captured:
+        probes = gemm_probe(captured, probe_weight)
+        ref = probes.get(floor[0]) if floor else None
+        lines += ["", f"Fixed GEMM (x @ W.T, W {base.config.intermediate_size}×{args.hidden} random bf16, the same for "
+                  f"all) on each variant's MLP inputs, summed over the {args.layers} layers; median of 5 interleaved "
+                  "rounds:", "",
+                  "| norm | GEMM ms | vs Identity's inputs | std of finite inputs | non-finite inputs |",
+                  "|---|---|---|---|---|"]
+        for name, (ms, std, bad) in probes.items():
+            rel = f"{100 * (ms / ref[0] - 1):+.1f}%" if ref else "—"
+            lines.append(f"| {name} | {ms:.3f} | {rel} | {std:.3g} | {bad:.1f}% |")
     table = "\n".join(lines)
     print("\n" + table)
     if args.markdown:
