@@ -3,13 +3,14 @@ Liger-Kernel, the fused Triton op) and Identity (no norm at all: the floor any n
 
     python benchmarks/model_step.py                                  # 8 layers, hidden 2048, 16 heads, 4 × 2048 tokens
     python benchmarks/model_step.py --layers 4 --hidden 1024 --seq 1024 --steps 10
-    python benchmarks/model_step.py --branch-scale 0.1 --gemm-probe  # a finite Identity floor; GEMM speed by data
+    python benchmarks/model_step.py --branch-scale 1 --gemm-probe    # transformers' init; GEMM speed by data
 
 Train step = forward + backward + fused AdamW step on bf16 weights, from input embeddings (no vocabulary, so the
 norm's share is not diluted by the embedding / LM head); forward = the same forward under ``torch.no_grad``.
 Without norms, transformers' initialisation lets the residual stream grow layer over layer (the MLP is quadratic in
-it) until it overflows bf16; ``--branch-scale 0.1`` scales the residual branches' output projections of every
-variant so that the Identity stack stays finite, and the "finite" column says which variants stayed finite.
+it) until it overflows bf16; so by default (``--branch-scale 0.1``) the residual branches' output projections of
+every variant are scaled down at initialisation, which keeps the Identity stack finite, and the "finite" column says
+which variants stayed finite.
 Times are medians of CUDA-event timings after warm-up; each variant is a fresh copy of the same initial model.
 """
 
@@ -176,10 +177,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every variant (median)")
     parser.add_argument("--markdown", help="also write the table here")
     parser.add_argument("--profile", action="store_true", help="print the top CUDA kernels of one train step")
-    parser.add_argument("--branch-scale", type=float, default=1.0,
+    parser.add_argument("--branch-scale", type=float, default=0.1,
                         help="multiply the attention and MLP output projections (o_proj, down_proj) by this at init, "
-                             "for every variant: 0.1 keeps a stack without norms finite (default 1: transformers' "
-                             "init, under which the Identity stack overflows from hidden 2048 on)")
+                             "for every variant; the default 0.1 keeps the stack without norms finite, so that "
+                             "Identity is a floor (1: transformers' own init, under which the Identity stack "
+                             "overflows bf16 from hidden 2048 on)")
     parser.add_argument("--gemm-probe", action="store_true",
                         help="also time one fixed GEMM on each variant's MLP inputs (data-dependent GEMM speed)")
     args = parser.parse_args(argv)
