@@ -67,7 +67,7 @@ TUNING = {
     "bwd_fit_wave": False,
     "min_iters_per_program": 4,
     "fwd_maxnreg": None,  # registers per thread cap (ptxas), None: the compiler's choice
-    "fwd_wide_maxnreg": None,  # the same for the 8192-element tiles of wide token rows (wins over fwd_maxnreg)
+    "fwd_wide_maxnreg": None,  # the same for the wide tiles of token rows of 1025+ channels (wins over fwd_maxnreg)
     "bwd_maxnreg": None,
     # knobs that differ for one function, keyed by name or by (name, channels_last); they win over the ones above.
     # erf's longer arithmetic needs more registers, which cost occupancy: capped at 40 for wide forward tiles, which
@@ -563,23 +563,16 @@ def _choose_blocks(rows: int, cols: int, stage: str, channels_last: bool, fn: st
     if stage == "fwd" and channels_last and cols <= plain("whole_row_cols"):
         cap = max(cap, _next_pow2(cols))
     block_l = plain("block_l") or _cols_block(cols, cap, plain("cols_mode"))
-    # the forward's wide column blocks of token rows (2048+: rows of 1025+ channels) take wide tiles, and their own
-    # knobs where set
+    # the forward's wide column blocks of token rows (2048+: rows of 1025+ channels) take wide tiles, with their own
+    # register cap where set
     wide = stage == "fwd" and channels_last and block_l >= 2048
-
-    def knob(name):
-        if wide:
-            value = _knob(f"fwd_wide_{name}", channels_last, fn) if f"fwd_wide_{name}" in TUNING else None
-            if value is not None:
-                return value
-        return plain(name)
-
-    tile = knob("tile") or (max(8192, 2 * block_l) if wide else 2048)
-    block_r = knob("block_r") or max(1, min(tile // block_l, _next_pow2(rows)))
-    warps = knob("warps")
+    tile = plain("tile") or (max(8192, 2 * block_l) if wide else 2048)
+    block_r = plain("block_r") or max(1, min(tile // block_l, _next_pow2(rows)))
+    warps = plain("warps")
     if warps is None:  # forward default
         warps = 16 if channels_last and block_l >= 4096 else 8 if wide else 4
-    return block_r, block_l, warps, knob("maxnreg")
+    maxnreg = _knob("fwd_wide_maxnreg", channels_last, fn) if wide else None
+    return block_r, block_l, warps, maxnreg if maxnreg is not None else plain("maxnreg")
 
 
 _SM_COUNT: dict[int, int] = {}
