@@ -18,7 +18,11 @@ FINISHED_STATUSES = ("completed", "diverged")  # a grid does not run these cells
 
 @dataclass
 class RunResult:
-    """Everything a leaderboard needs about one run. ``metrics_final``/``metrics_best`` map logged names to floats."""
+    """Everything a leaderboard needs about one run. ``metrics_final``/``metrics_best`` map logged names to floats.
+
+    ``config`` is the resolved input config and nothing else; facts the run established while measuring (which FID
+    feature extractor, ...) go to ``evaluation``, and each metric's direction to ``metric_modes``.
+    """
 
     task: str
     model: str
@@ -38,6 +42,8 @@ class RunResult:
     config_hash: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     norm_replacement: dict[str, Any] = field(default_factory=dict)
+    metric_modes: dict[str, str] = field(default_factory=dict)  # logged metric -> "max" | "min", as the task declares
+    evaluation: dict[str, Any] = field(default_factory=dict)  # how metrics were measured, e.g. {"fid_extractor": {...}}
     divergence: str | None = None
     error: str | None = None
     started_at: str = ""

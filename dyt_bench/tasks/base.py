@@ -108,6 +108,8 @@ class BenchTask(pl.LightningModule):
         self.norm_report: NormReplacementReport | None = None
         self.model_name = ""
         self.run_config: dict | None = None  # set by the CLI: the resolved config, recorded in result.json
+        # Facts about how this run measures its metrics (e.g. the FID extractor), recorded as result.json "evaluation"
+        self.evaluation: dict = {}
 
     def place_norms(self, model: nn.Module, **kwargs) -> nn.Module:
         """Replace every norm of ``model`` by the configured kind, log what was replaced, return the model."""
