@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dyt_bench.models.diffusion import GaussianDiffusion  # noqa: E402
+from dyt_bench.diffusion import GaussianDiffusion  # noqa: E402
 from dyt_bench.models.dit import build_dit  # noqa: E402
 from dyt_bench.norms import NormSpec, replace_norms  # noqa: E402
 from dyt_bench.ops import triton_available  # noqa: E402
@@ -203,7 +203,7 @@ def run_digits(args) -> str:
     for kind, (run_dir, result, wall) in results.items():
         fids = read_curve(run_dir, "val/fid")
         train = read_curve(run_dir, "train/loss")
-        extractor = result["config"].get("fid_extractor") or {}
+        extractor = (result.get("evaluation") or {}).get("fid_extractor") or result["config"].get("fid_extractor") or {}
         grids = sorted(glob.glob(str(run_dir / "**" / "samples" / "*.png"), recursive=True))
         fid_text = ", ".join(f"{v:.4g}@{s}" for s, v in fids) or "–"
         lines.append(

@@ -25,7 +25,8 @@ import torch
 
 from dyt_bench.datamodules import AudioDataModule
 from dyt_bench.tasks import OptimConfig, SpeechPretraining
-from dyt_bench.tasks.speech import LN2, gumbel_temperature, linear_warmup_decay
+from dyt_bench.tasks.optim import lr_lambda
+from dyt_bench.tasks.speech import LN2, gumbel_temperature
 
 VARIANTS = {  # name → (pre_norm, norm spec)
     "post-LN": (False, {"kind": "layernorm"}),
@@ -102,7 +103,7 @@ def curve(args, name: str, device, train, val) -> list[tuple[int, float, float, 
     optimizer = torch.optim.AdamW(task.parameter_groups(), lr=args.lr, betas=(0.9, 0.98), eps=1e-6)
     warmup = max(1, args.curve_steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: linear_warmup_decay(s, args.curve_steps, warmup))
+        optimizer, lambda s: lr_lambda(s, args.curve_steps, warmup, "linear", 0.0))
     train = [{k: v.to(device) for k, v in b.items()} for b in train]
     val = [{k: v.to(device) for k, v in b.items()} for b in val]
 

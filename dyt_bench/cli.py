@@ -1,83 +1,82 @@
-"""The ``dyt-bench`` command: LightningCLI (fit / validate / test) for every task and datamodule."""
+"""The ``dyt-bench`` command tree: the LightningCLI subcommands (fit / validate / test) and grid, leaderboard, probe,
+alpha-init.
+
+Every subcommand is parsed by jsonargparse (so its options can also come from a YAML file through ``--config``) and is
+imported only when it runs: ``dyt-bench --help`` and ``dyt-bench leaderboard --help`` load neither torch nor Lightning.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from dataclasses import dataclass
 
-import lightning.pytorch as pl
-from lightning.pytorch.cli import LightningCLI
 
-import dyt_bench.datamodules  # noqa: F401  (registers the datamodules for short class names)
-import dyt_bench.tasks  # noqa: F401  (registers the tasks for short class names)
-from dyt_bench.tasks.base import BenchTask
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: the module whose ``main(argv)`` runs it, and its one-line description."""
 
-EXTRA_COMMANDS: dict[str, str] = {
-    "probe": "dyt_bench.callbacks.probe",
-    "alpha-init": "dyt_bench.norms.alpha_init",
-    "grid": "dyt_bench.grid",
-    "leaderboard": "dyt_bench.leaderboard",
+    module: str
+    description: str
+    trainer: bool = False  # a LightningCLI subcommand (fit, validate, test)
+
+
+# Adding a subcommand is one entry: a module with ``build_parser()`` and ``main(argv) -> int``.
+COMMANDS: dict[str, Command] = {
+    "fit": Command("dyt_bench.lightning_cli", "Train a task from a config (validating as it goes); writes result.json.",
+                   trainer=True),
+    "validate": Command("dyt_bench.lightning_cli", "One validation pass of a task from a config (and a checkpoint).",
+                        trainer=True),
+    "test": Command("dyt_bench.lightning_cli", "The test loop of a task from a config (and a checkpoint).", trainer=True),
+    "grid": Command("dyt_bench.grid.cli", "Run every cell of an ablation grid (locally, or as a SLURM job array)."),
+    "leaderboard": Command("dyt_bench.leaderboard.cli",
+                           "Tables from result.json files: mean ± std over seeds, Δ vs a baseline, the paper's numbers."),
+    "probe": Command("dyt_bench.analysis.probe",
+                     "Hook every norm layer of a run on one batch: input/output scatter plots and tanh fits."),
+    "alpha-init": Command("dyt_bench.norms.alpha_init", "The α₀ the paper's LLM width rule recommends for a width."),
 }
 
-
-class BenchCLI(LightningCLI):
-    """LightningCLI whose model is any ``BenchTask`` and whose data is any LightningDataModule (``class_path`` in YAML)."""
-
-    def instantiate_classes(self) -> None:
-        super().instantiate_classes()
-        config = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
-        if isinstance(self.model, BenchTask):
-            self.model.run_config = config.clone().as_dict()
+PROG = "dyt-bench"
+SUMMARY = "dyt-bench: swap a model's normalization layer and measure what happens."
 
 
-def run_lightning_cli(args: list[str] | None = None) -> BenchCLI:
-    return BenchCLI(
-        BenchTask,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        auto_configure_optimizers=False,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-        parser_kwargs={"description": "dyt-bench: swap a model's normalization layer and measure what happens."},
-    )
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"usage: {PROG} <command> [options]   ({PROG} <command> --help for a command's options)", "", SUMMARY,
+             "", "commands:"]
+    lines += [f"  {name:<{width}}  {cmd.description}" for name, cmd in COMMANDS.items()]
+    lines += ["", "options:", f"  {'-h, --help':<{width}}  show this message and exit",
+              f"  {'--version':<{width}}  print the version and exit"]
+    return "\n".join(lines)
 
 
-def build_from_config(config_path: str, overrides: list[str] | None = None) -> tuple[BenchTask, pl.LightningDataModule]:
-    """Instantiate the task and datamodule of a run config (e.g. a run's saved ``config.yaml``) without training."""
-    import tempfile
+def _version() -> str:
+    from importlib import metadata
 
-    import yaml
-
-    with open(config_path, encoding="utf-8") as f:
-        config = yaml.safe_load(f) or {}
-    if "model" not in config or "data" not in config:
-        raise ValueError(f"{config_path} has no 'model' and 'data' sections; give a dyt-bench run config")
-    # Keep what builds the model and data; run-only keys (ckpt_path, trainer, …) do not matter here.
-    kept = {k: config[k] for k in ("model", "data", "seed_everything") if k in config}
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:
-        yaml.safe_dump(kept, tmp)
     try:
-        cli = BenchCLI(
-            BenchTask, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
-            auto_configure_optimizers=False, save_config_callback=None,
-            args=["--config", tmp.name, "--trainer.logger", "false", *(overrides or [])],
-        )
-    finally:
-        import os
-
-        os.unlink(tmp.name)
-    return cli.model, cli.datamodule
+        return metadata.version("dyt-bench")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
-def main(argv: list[str] | None = None) -> int | None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in EXTRA_COMMANDS:
-        module_name = EXTRA_COMMANDS[argv[0]]
-        import importlib
-
-        return importlib.import_module(module_name).main(argv[1:])
-    run_lightning_cli(argv if argv != sys.argv[1:] else None)
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if args else 2
+    if args[0] == "--version":
+        print(f"{PROG} {_version()}")
+        return 0
+    name, rest = args[0], args[1:]
+    command = COMMANDS.get(name)
+    if command is None:
+        print(f"{PROG}: unknown command {name!r}; allowed: {', '.join(COMMANDS)}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(command.module)
+    if command.trainer:
+        module.run_lightning_cli([name, *rest])
+        return 0
+    return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":

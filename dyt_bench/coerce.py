@@ -8,12 +8,16 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def check_fields(cls: type, names, field: str) -> None:
-    """Raise a ValueError naming the unknown ``names`` and the fields ``cls`` allows."""
-    allowed = {f.name for f in fields(cls)}
-    unknown = set(names) - allowed
+def check_names(allowed, names, field: str) -> None:
+    """Raise a ValueError naming the ``names`` that are not ``allowed`` and every allowed one."""
+    unknown = set(names) - set(allowed)
     if unknown:
         raise ValueError(f"unknown {field} field(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def check_fields(cls: type, names, field: str) -> None:
+    """Raise a ValueError naming the unknown ``names`` and the fields the dataclass ``cls`` allows."""
+    check_names({f.name for f in fields(cls)}, names, field)
 
 
 def coerce_dataclass(cls: type[T], value: Any, field: str, *, none_is_default: bool = True) -> T | None:
@@ -31,4 +35,4 @@ def coerce_dataclass(cls: type[T], value: Any, field: str, *, none_is_default: b
     raise TypeError(f"{field} must be a {cls.__name__} or a dict of its fields; got {type(value).__name__}")
 
 
-__all__ = ["check_fields", "coerce_dataclass"]
+__all__ = ["check_fields", "check_names", "coerce_dataclass"]

@@ -66,10 +66,16 @@ def build_from_config(config_path: str, overrides: list[str] | None = None) -> t
         args: Any = ["--config", yaml.safe_dump(kept), *overrides]
     else:
         args = kept
-    cli = BenchCLI(
-        BenchTask, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
-        auto_configure_optimizers=False, save_config_callback=None, args=args,
-    )
+    import sys
+    from unittest import mock
+
+    # LightningCLI warns when it gets ``args`` while sys.argv holds a command line (the probe's own): here they are
+    # meant to be separate, so it sees an empty command line.
+    with mock.patch.object(sys, "argv", sys.argv[:1]):
+        cli = BenchCLI(
+            BenchTask, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+            auto_configure_optimizers=False, save_config_callback=None, args=args,
+        )
     return cli.model, cli.datamodule
 
 

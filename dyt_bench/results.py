@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from dyt_bench.config_keys import NON_SEMANTIC_KEYS, without
 
 RESULT_FILE = "result.json"
 SCHEMA_VERSION = 1
@@ -122,3 +126,34 @@ def collect_versions() -> dict[str, str]:
     except ImportError:
         pass
     return out
+
+
+def utc_now() -> str:
+    """The current time as an ISO 8601 UTC timestamp to the second (``started_at`` / ``finished_at``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short stable hash of what a run computes: the config without ``NON_SEMANTIC_KEYS`` (output paths, loggers)."""
+    return hashlib.sha256(json.dumps(without(config, NON_SEMANTIC_KEYS), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _json_normalised(value: dict[str, Any] | None) -> dict[str, Any]:
+    return json.loads(json.dumps(value or {}, default=str))
+
+
+def make_result(*, task: str, model: str, dataset: str, norm: dict[str, Any], status: str, config: dict[str, Any],
+                started_at: str = "", metric_modes: dict[str, str] | None = None,
+                evaluation: dict[str, Any] | None = None, **measured: Any) -> RunResult:
+    """The one producer of a RunResult, for a run that recorded itself and for a cell whose run never could.
+
+    ``config`` is the resolved input config (stored JSON-normalised, and hashed without its non-semantic keys);
+    versions, ``finished_at`` (now) and ``started_at`` (now when not given) are filled in; ``measured`` holds the
+    remaining RunResult fields (seed, metrics, steps, wall time, error, ...).
+    """
+    config = _json_normalised(config)
+    return RunResult(task=task, model=model, dataset=dataset, norm=norm, status=status, config=config,
+                     config_hash=config_hash(config), versions=collect_versions(),
+                     metric_modes=dict(metric_modes or {}),
+                     evaluation=_json_normalised(evaluation), started_at=started_at or utc_now(),
+                     finished_at=utc_now(), **measured)

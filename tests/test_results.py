@@ -2,10 +2,11 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
-from dyt_bench.results import RunResult, read_result, write_result
+from dyt_bench.results import RunResult, config_hash, make_result, read_result, utc_now, write_result
 
 
 def _result(**kw):
@@ -66,6 +67,9 @@ def test_task_defined_throughput_units_are_summed_over_training_batches(tmp_path
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
+        metric_modes = {"val/widgets": "max"}
+        evaluation = {"widget_counter": {"name": "abacus", "path": Path("/tmp/abacus")}}
+
         def throughput_units(self, batch):  # e.g. seconds of audio: here 2.5 per sample plus 1 per batch
             return {"widgets": 2.5 * batch[0].shape[0] + 1.0}
 
@@ -81,3 +85,44 @@ def test_task_defined_throughput_units_are_summed_over_training_batches(tmp_path
     assert tp["train_widgets_per_s"] > 0
     # the same training time divides both, so their ratio is exact
     assert tp["train_widgets_per_s"] / tp["train_samples_per_s"] == pytest.approx(widgets / samples, rel=1e-9)
+    # the task's metric directions and evaluation facts are recorded, JSON-normalised
+    assert result.metric_modes == {"val/widgets": "max"}
+    assert result.evaluation == {"widget_counter": {"name": "abacus", "path": "/tmp/abacus"}}
+    assert result.versions["torch"] and result.config_hash and result.started_at <= result.finished_at
+
+
+def test_make_result_fills_timestamps_versions_and_the_hash_of_the_config():
+    config = {"model": {"class_path": "X", "init_args": {"norm": {"kind": "dyt"}, "root": Path("/data")}},
+              "seed_everything": 3}
+    before = utc_now()
+    result = make_result(task="t", model="m", dataset="d", norm={"kind": "dyt"}, status="failed", config=config,
+                         seed=3, error="boom")
+    assert result.config == {"model": {"class_path": "X", "init_args": {"norm": {"kind": "dyt"}, "root": "/data"}},
+                             "seed_everything": 3}
+    assert result.config_hash == config_hash(config) and len(result.config_hash) == 16
+    assert "python" in result.versions and result.metric_modes == {} and result.evaluation == {}
+    assert before <= result.started_at <= result.finished_at and result.finished_at.endswith("+00:00")
+    assert result.seed == 3 and result.error == "boom"
+    assert make_result(task="t", model="m", dataset="d", norm={}, status="completed", config={},
+                       started_at="2020-01-01T00:00:00+00:00").started_at == "2020-01-01T00:00:00+00:00"
+
+
+def test_config_hash_ignores_where_a_run_writes_but_not_what_it_computes():
+    config = {"model": {"class_path": "X", "init_args": {"norm": {"kind": "dyt"}}}, "seed_everything": 0,
+              "trainer": {"max_steps": 5, "default_root_dir": "/a", "logger": {"init_args": {"save_dir": "/a"}}}}
+    moved = json.loads(json.dumps(config))
+    moved["trainer"].update(default_root_dir="/b", logger={"init_args": {"save_dir": "/b"}}, log_every_n_steps=7)
+    moved["ckpt_path"] = "/b/last.ckpt"
+    assert config_hash(moved) == config_hash(config)
+    for key, value in (("seed_everything", 1), ("trainer", {"max_steps": 6})):
+        assert config_hash({**config, key: value}) != config_hash(config), key
+    other = json.loads(json.dumps(config))
+    other["model"]["init_args"]["norm"]["kind"] = "tanh"
+    assert config_hash(other) != config_hash(config)
+
+
+def test_config_hash_is_still_importable_from_the_callbacks():
+    from dyt_bench.callbacks import config_hash as from_callbacks
+    from dyt_bench.callbacks.result_writer import config_hash as from_writer
+
+    assert from_callbacks is config_hash and from_writer is config_hash

@@ -1,8 +1,12 @@
-"""Callbacks: divergence guard, result writer, α tracker, saturation monitor; and the norm input/output probe."""
+"""Callbacks: divergence guard, result writer, α tracker, saturation monitor, sample-and-score, and the norm-input
+hooks they share."""
 
 from .alpha_tracker import AlphaTracker
 from .divergence import DivergenceGuard
+from .norm_hooks import NormInputHooks
 from .result_writer import ResultWriter, config_hash
+from .sampling import SampleAndScore
 from .saturation import SaturationMonitor
 
-__all__ = ["AlphaTracker", "DivergenceGuard", "ResultWriter", "SaturationMonitor", "config_hash"]
+__all__ = ["AlphaTracker", "DivergenceGuard", "NormInputHooks", "ResultWriter", "SampleAndScore", "SaturationMonitor",
+           "config_hash"]

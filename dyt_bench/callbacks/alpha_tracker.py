@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -10,24 +9,36 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from dyt_bench.norms import SquashNorm
+from .norm_hooks import NormInputHooks
+from .run_files import run_dir, write_csv
 
 CSV_NAME = "alpha_tracker.csv"
+CSV_FIELDS = ("epoch", "step", "layer", "alpha", "input_std", "inv_std")
 
 
 class InputStats:
     """Running mean and standard deviation of every element a layer receives (float64 sums)."""
 
-    def __init__(self) -> None:
-        self.n = 0
-        self.total = 0.0
-        self.total_sq = 0.0
+    def __init__(self, n: int = 0, total: float = 0.0, total_sq: float = 0.0) -> None:
+        self.n = n
+        self.total = total
+        self.total_sq = total_sq
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> InputStats:
+        """The statistics of one tensor."""
+        stats = cls()
+        stats.update(x)
+        return stats
 
     def update(self, x: torch.Tensor) -> None:
         xd = x.detach().double()
         self.n += xd.numel()
         self.total += float(xd.sum())
         self.total_sq += float((xd * xd).sum())
+
+    def __add__(self, other: InputStats) -> InputStats:
+        return InputStats(self.n + other.n, self.total + other.total, self.total_sq + other.total_sq)
 
     @property
     def std(self) -> float:
@@ -65,42 +76,30 @@ class AlphaTracker(pl.Callback):
         self.layers = layers
         self.log_to_logger = log_to_logger
         self.rows: list[dict] = []
-        self._stats: dict[str, InputStats] = {}
-        self._handles: list = []
+        self._hooks: NormInputHooks | None = None
         self._batches = 0
-
-    def _squash_layers(self, pl_module: pl.LightningModule) -> dict[str, SquashNorm]:
-        return {name: m for name, m in pl_module.named_modules() if isinstance(m, SquashNorm)}
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self._stats = {name: InputStats() for name in self._squash_layers(pl_module)}
         self._batches = 0
-
-        def record(name: str):
-            def hook(module, inputs, output) -> None:  # returns None: the layer's output is left as is
-                if self._batches < self.num_batches:
-                    self._stats[name].update(inputs[0])
-
-            return hook
-
-        for name, module in self._squash_layers(pl_module).items():
-            self._handles.append(module.register_forward_hook(record(name)))
+        self._hooks = NormInputHooks(pl_module, lambda module, x: InputStats.of(x), first_only=False).attach()
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._batches += 1
+        if self._hooks is not None and self._batches >= self.num_batches:
+            self._hooks.remove()  # enough batches: the rest of the epoch runs without hooks
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-        if trainer.sanity_checking or not self._stats:
+        hooks, self._hooks = self._hooks, None
+        if hooks is not None:
+            hooks.remove()
+        if trainer.sanity_checking or hooks is None or not hooks.layers:
             return
-        layers = self._squash_layers(pl_module)
         metrics = {}
-        for name, stats in self._stats.items():
-            alpha = float(layers[name].alpha.detach().float().item())
+        for name, layer in hooks.layers.items():
+            stats = sum(hooks.results.get(name, []), InputStats())
+            alpha = float(layer.alpha.detach().float().item())
             inv_std = 1.0 / stats.std if stats.std > 0 else float("nan")
             self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step, "layer": name,
                               "alpha": alpha, "input_std": stats.std, "inv_std": inv_std})
@@ -110,21 +109,13 @@ class AlphaTracker(pl.Callback):
             trainer.logger.log_metrics(metrics, step=trainer.global_step)
         self._write_csv(trainer)
 
-    def _run_dir(self, trainer: pl.Trainer) -> Path:
-        return Path(trainer.log_dir or trainer.default_root_dir)
-
     @rank_zero_only
     def _write_csv(self, trainer: pl.Trainer) -> None:
-        path = self._run_dir(trainer) / CSV_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["epoch", "step", "layer", "alpha", "input_std", "inv_std"])
-            w.writeheader()
-            w.writerows(self.rows)
+        write_csv(run_dir(trainer) / CSV_NAME, self.rows, CSV_FIELDS)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.rows:
-            self.plot(self._run_dir(trainer))
+            self.plot(run_dir(trainer))
 
     @rank_zero_only
     def plot(self, out_dir: Path) -> dict[str, Path]:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import resource
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +15,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from dyt_bench.results import RunResult, collect_versions, write_result
+from dyt_bench.results import config_hash, make_result, utc_now, write_result
 
 from .divergence import DivergenceGuard
 
-# Config keys that say where a run writes, not what it computes: left out of the config hash.
-_NON_SEMANTIC_KEYS = ("ckpt_path", "config", "trainer.default_root_dir", "trainer.logger", "trainer.callbacks",
-                      "trainer.enable_progress_bar", "trainer.enable_model_summary", "__path__")
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+__all__ = ["ResultWriter", "config_hash"]  # config_hash lives in dyt_bench.results; importable from here as before
 
 
 def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -39,24 +30,6 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             out[k] = float(v)
     return out
-
-
-def _strip(config: dict, dotted: str) -> None:
-    head, _, rest = dotted.partition(".")
-    if head not in config:
-        return
-    if rest and isinstance(config[head], dict):
-        _strip(config[head], rest)
-    elif not rest:
-        del config[head]
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """A short stable hash of what a run computes (output paths and loggers excluded)."""
-    cfg = json.loads(json.dumps(config, default=str))
-    for key in _NON_SEMANTIC_KEYS:
-        _strip(cfg, key)
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _batch_size(batch: Any) -> int:
@@ -96,7 +69,7 @@ class ResultWriter(pl.Callback):
     # --- timing -------------------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t0 = time.perf_counter()
-        self._started_at = _now()
+        self._started_at = utc_now()
         self._written = False
         if torch.cuda.is_available() and pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
@@ -152,7 +125,6 @@ class ResultWriter(pl.Callback):
             config = {"model": dict(pl_module.hparams)}
             if trainer.datamodule is not None:
                 config["data"] = dict(getattr(trainer.datamodule, "hparams", {}))
-        config = json.loads(json.dumps(config, default=str))
         seed = os.environ.get("PL_GLOBAL_SEED")
         device = pl_module.device
         if device.type == "cuda":
@@ -169,7 +141,8 @@ class ResultWriter(pl.Callback):
             for name, amount in self._train_units.items():
                 throughput[f"train_{name}_per_s"] = amount / self._train_time
         norm = getattr(pl_module, "norm_spec", None)
-        result = RunResult(
+        report = getattr(pl_module, "norm_report", None)
+        result = make_result(
             task=getattr(pl_module, "task_name", type(pl_module).__name__),
             model=getattr(pl_module, "model_name", ""),
             dataset=getattr(trainer.datamodule, "dataset_name", "") if trainer.datamodule is not None else "",
@@ -184,12 +157,11 @@ class ResultWriter(pl.Callback):
             throughput=throughput,
             peak_memory_mb=peak,
             device=device_name,
-            versions=collect_versions(),
-            config_hash=config_hash(config),
             config=config,
-            norm_replacement=getattr(pl_module, "norm_report", None).to_dict() if getattr(pl_module, "norm_report", None) else {},
-            started_at=self._started_at or _now(),
-            finished_at=_now(),
+            norm_replacement=report.to_dict() if report else {},
+            metric_modes=getattr(pl_module, "metric_modes", {}),
+            evaluation=getattr(pl_module, "evaluation", {}),
+            started_at=self._started_at,
             **extra,
         )
         self.path = write_result(run_dir, result)

@@ -6,34 +6,28 @@ saturated activations early in training predicts whether DyT beats LayerNorm. Th
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from dyt_bench.norms import SquashNorm
+from dyt_bench.ops.functions import FUNCTIONS
+
+from .norm_hooks import NormInputHooks
+from .run_files import run_dir, write_csv
 
 CSV_NAME = "saturation.csv"
+CSV_FIELDS = ("step", "layer", "saturated_fraction")
 # 1 - 0.9²: the relative slope where |tanh| = 0.9, the default boundary of "saturated"
 DEFAULT_THRESHOLD = 0.19
 
 
 def relative_slope(z: torch.Tensor, fn: str) -> torch.Tensor:
     """f'(z) / max f' for each point-wise function (1 on the linear part, → 0 where the curve is flat)."""
-    if fn == "tanh":
-        return 1 - torch.tanh(z) ** 2
-    if fn == "sigmoid":
-        s = torch.sigmoid(z)
-        return s * (1 - s) / 0.25
-    if fn == "hardtanh":
-        return (z.abs() < 1).to(z.dtype)
-    if fn == "identity":
-        return torch.ones_like(z)
-    if fn == "erf":
-        return torch.exp(-z * z)  # erf'(z) = 2/√π · exp(-z²), divided by its maximum 2/√π
-    raise ValueError(f"no slope for fn {fn!r}")
+    function = FUNCTIONS.get(fn)
+    if function is None:
+        raise ValueError(f"no slope for fn {fn!r}")
+    return function.relative_slope(z)
 
 
 def sample_elements(x: torch.Tensor, max_elements: int) -> torch.Tensor:
@@ -69,53 +63,36 @@ class SaturationMonitor(pl.Callback):
             raise ValueError(f"saturation.threshold must be in (0, 1]; got {threshold}")
         self.every_n_steps, self.threshold, self.max_elements = every_n_steps, threshold, max_elements
         self.rows: list[dict] = []
-        self._current: dict[str, float] = {}
-        self._handles: list = []
+        self._hooks: NormInputHooks | None = None
         self._step = 0
+
+    def _measure(self, layer: SquashNorm, x: torch.Tensor) -> float:
+        return saturated_fraction(layer, x, self.threshold, self.max_elements)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step % self.every_n_steps:
             return
-        self._current = {}
         self._step = trainer.global_step
-
-        def record(name: str):
-            def hook(module, inputs, output) -> None:  # returns None: the layer's output is left as is
-                if name not in self._current:
-                    self._current[name] = saturated_fraction(module, inputs[0], self.threshold, self.max_elements)
-
-            return hook
-
-        for name, module in pl_module.named_modules():
-            if isinstance(module, SquashNorm):
-                self._handles.append(module.register_forward_hook(record(name)))
+        self._hooks = NormInputHooks(pl_module, self._measure).attach()  # one value per layer: its first call
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-        if not self._current:
+        hooks, self._hooks = self._hooks, None
+        if hooks is None:
             return
-        step = self._step
-        metrics = {f"sat/{name}": value for name, value in self._current.items()}
-        metrics["sat/mean"] = sum(self._current.values()) / len(self._current)
+        hooks.remove()
+        current = hooks.results
+        if not current:
+            return
+        metrics = {f"sat/{name}": value for name, value in current.items()}
+        metrics["sat/mean"] = sum(current.values()) / len(current)
         pl_module.log_dict(metrics, on_step=True, on_epoch=False)
-        self.rows.extend({"step": step, "layer": name, "saturated_fraction": value}
-                         for name, value in self._current.items())
-        self._current = {}
+        self.rows.extend({"step": self._step, "layer": name, "saturated_fraction": value}
+                         for name, value in current.items())
         self._write_csv(trainer)
-
-    def _run_dir(self, trainer: pl.Trainer) -> Path:
-        return Path(trainer.log_dir or trainer.default_root_dir)
 
     @rank_zero_only
     def _write_csv(self, trainer: pl.Trainer) -> None:
-        path = self._run_dir(trainer) / CSV_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["step", "layer", "saturated_fraction"])
-            w.writeheader()
-            w.writerows(self.rows)
+        write_csv(run_dir(trainer) / CSV_NAME, self.rows, CSV_FIELDS)
 
     @rank_zero_only
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -134,5 +111,5 @@ class SaturationMonitor(pl.Callback):
         ax.set_ylabel(f"saturated fraction (slope < {self.threshold:g})")
         ax.legend(fontsize=6)
         fig.tight_layout()
-        fig.savefig(self._run_dir(trainer) / "saturation.png", dpi=130)
+        fig.savefig(run_dir(trainer) / "saturation.png", dpi=130)
         plt.close(fig)

@@ -5,4 +5,5 @@ from .dna import GenomeDataModule, GenomicBenchmarksDataModule
 from .image import AugmentConfig, ImageDataModule
 from .text import TextDataModule
 
-__all__ = ["AudioDataModule", "AugmentConfig", "GenomeDataModule", "GenomicBenchmarksDataModule", "ImageDataModule", "TextDataModule"]
+__all__ = ["AudioDataModule", "AugmentConfig", "GenomeDataModule", "GenomicBenchmarksDataModule", "ImageDataModule",
+           "TextDataModule"]

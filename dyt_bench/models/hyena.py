@@ -5,12 +5,13 @@ for pretraining and a pooled classification head for fine-tuning."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dyt_bench.coerce import check_fields
 from dyt_bench.norms import NormSpec, build_norm
 from dyt_bench.norms.spec import check_choice
 from dyt_bench.norms.surgery import NormReplacementReport
@@ -59,7 +60,8 @@ class HyenaConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"model.{name} must be a positive integer; got {value!r}")
         if self.order < 2:
-            raise ValueError(f"model.order must be >= 2 (Hyena needs at least one gate and one long conv); got {self.order}")
+            raise ValueError(f"model.order must be >= 2 (Hyena needs at least one gate and one long conv); got "
+                             f"{self.order}")
         if self.emb_dim < 3 or self.emb_dim % 2 == 0:
             raise ValueError(f"model.emb_dim must be odd and >= 3 (time plus sine/cosine pairs); got {self.emb_dim}")
 
@@ -70,12 +72,8 @@ class HyenaConfig:
         if size is not None:
             check_choice("model.size", size, tuple(HYENA_SIZES))
             base = dict(HYENA_SIZES[size])
-        allowed = {f.name for f in fields(cls)}
-        for key, value in overrides.items():
-            if key not in allowed:
-                raise ValueError(f"unknown HyenaDNA field {key!r}; allowed: {', '.join(sorted(allowed))}")
-            if value is not None:
-                base[key] = value
+        check_fields(cls, overrides, "HyenaDNA")
+        base.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**base)
 
     def to_dict(self) -> dict:
@@ -128,7 +126,8 @@ class PositionalFeatures(nn.Module):
         t = torch.linspace(0, 1, l_max)[None, :, None]
         angle = 2 * math.pi * torch.arange(l_max, dtype=torch.float32)[None, :, None] / l_max
         freqs = torch.linspace(1e-4, bands - 1, bands)[None, None]
-        features = torch.cat([t, torch.cos(freqs * angle), -torch.sin(freqs * angle)], dim=-1)  # real, imag of e^{-i f w}
+        # real and imaginary parts of e^{-i f w}
+        features = torch.cat([t, torch.cos(freqs * angle), -torch.sin(freqs * angle)], dim=-1)
         self.register_buffer("features", features, persistent=False)
         self.register_buffer("t", t, persistent=False)
 
@@ -140,7 +139,8 @@ class ExponentialDecay(nn.Module):
     """Multiplies channel c of a filter by exp(-|δ_c| t): decay rates spread from slow to fast across channels, so
     that some channels see far and others only near (HyenaDNA's fast 0.3 / slow 1.5 / target 1e-2 setting)."""
 
-    def __init__(self, channels: int, fast_decay_pct: float = 0.3, slow_decay_pct: float = 1.5, target: float = 1e-2) -> None:
+    def __init__(self, channels: int, fast_decay_pct: float = 0.3, slow_decay_pct: float = 1.5,
+                 target: float = 1e-2) -> None:
         super().__init__()
         max_decay = math.log(target) / fast_decay_pct
         min_decay = math.log(target) / slow_decay_pct
@@ -159,7 +159,8 @@ class ImplicitFilter(nn.Module):
         self.channels = channels
         self.modulate = cfg.modulate
         self.positions = PositionalFeatures(cfg.emb_dim, cfg.l_max)
-        act = Sine(cfg.filter_order, cfg.activation_freq)  # one activation (one set of frequencies) shared by all layers
+        # one activation (one set of frequencies) shared by all layers
+        act = Sine(cfg.filter_order, cfg.activation_freq)
         layers: list[nn.Module] = [nn.Linear(cfg.emb_dim, cfg.filter_order), act]
         for _ in range(cfg.num_inner_mlps):
             layers += [nn.Linear(cfg.filter_order, cfg.filter_order), act]

@@ -7,6 +7,8 @@ from typing import Any
 
 from torch import nn
 
+from dyt_bench.coerce import check_names
+
 # Architecture of each named size. Base and Large follow fairseq's ``wav2vec2_base_librispeech`` and the
 # ``wav2vec2_large_librispeech`` recipe of the DyT authors (final_dim 256 / 768, dropouts, LayerDrop 0.05 / 0.2);
 # ``tiny`` is a CPU-sized model whose four-layer feature encoder keeps Base's frame rate (stride 320 = 20 ms at
@@ -86,10 +88,7 @@ def wav2vec2_config(
         mask_time_min_masks=2, mask_feature_prob=0.0, apply_spec_augment=True, attn_implementation="sdpa",
     )
     if overrides:
-        valid = set(Wav2Vec2Config().to_dict())
-        unknown = sorted(set(overrides) - valid)
-        if unknown:
-            raise ValueError(f"model.config_overrides: unknown Wav2Vec2Config field(s) {unknown}")
+        check_names(Wav2Vec2Config().to_dict(), overrides, "model.config_overrides (Wav2Vec2Config)")
         fields.update(overrides)
     return Wav2Vec2Config(**fields)
 

@@ -10,10 +10,15 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from dyt_bench.coerce import coerce_dataclass
 from dyt_bench.models.image import build_image_model
 from dyt_bench.norms import NormSpec
 
-from .base import BenchTask, DivergenceConfig, OptimConfig
+from .base import BenchTask, DivergenceConfig
+from .optim import OptimConfig
+
+# The metric the paper's classification tables report (the grid and leaderboard default to it too)
+PRIMARY_METRIC = "val/acc1"
 
 
 @dataclass
@@ -71,7 +76,7 @@ class ImageClassification(BenchTask):
     """
 
     task_name = "image_classification"
-    metric_modes = {"val/acc1": "max", "val/acc5": "max", "val/loss": "min"}
+    metric_modes = {PRIMARY_METRIC: "max", "val/acc5": "max", "val/loss": "min"}
 
     def __init__(
         self,
@@ -104,6 +109,8 @@ class ImageClassification(BenchTask):
         self.num_classes, self.img_size, self.in_chans = num_classes, img_size, in_chans
         self.label_smoothing = label_smoothing
         self.channels_last = channels_last
+        mixup = coerce_dataclass(MixupConfig, mixup, "model.mixup", none_is_default=False)
+        ema = coerce_dataclass(EmaConfig, ema, "model.ema", none_is_default=False)
         net = build_image_model(model, num_classes=num_classes, img_size=img_size, in_chans=in_chans,
                                 small_input=small_input, insert_norms=insert_norms, **(model_kwargs or {}))
         self.net = self.place_norms(net)
@@ -114,7 +121,8 @@ class ImageClassification(BenchTask):
             from timm.data import Mixup
 
             self.mixup_fn = Mixup(mixup_alpha=mixup.mixup_alpha, cutmix_alpha=mixup.cutmix_alpha, prob=mixup.prob,
-                                  switch_prob=mixup.switch_prob, label_smoothing=label_smoothing, num_classes=num_classes)
+                                  switch_prob=mixup.switch_prob, label_smoothing=label_smoothing,
+                                  num_classes=num_classes)
         self.ema_config = ema
         self.ema = None
         if ema is not None:

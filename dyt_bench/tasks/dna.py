@@ -18,16 +18,13 @@ from dyt_bench.datamodules.dna import DNA_VOCAB_SIZE, PAD_ID
 from dyt_bench.models.hyena import HyenaClassifier, HyenaConfig, HyenaLM, placement_report
 from dyt_bench.norms import NormSpec
 
-from .base import BenchTask, DivergenceConfig, OptimConfig
+from .base import BenchTask, DivergenceConfig
+from .optim import OptimConfig
 
 # Fields that must agree between a pretraining checkpoint and the model it initialises (they shape the weights or,
 # for l_max, the positional features the filters were trained on).
 ARCH_FIELDS = ("vocab_size", "d_model", "n_layer", "d_inner", "l_max", "order", "filter_order", "emb_dim",
                "short_filter_order", "num_inner_mlps", "modulate")
-
-
-def _hyena_config(size, **fields) -> HyenaConfig:
-    return HyenaConfig.from_size(size, **fields)
 
 
 class _HyenaTask(BenchTask):
@@ -84,8 +81,9 @@ class DNAPretraining(_HyenaTask):
         super().__init__(norm=norm or NormSpec("layernorm"), optim=optim, divergence=divergence,
                          track_alpha=track_alpha, track_saturation=track_saturation)
         self.save_hyperparameters()
-        self.hyena_config = _hyena_config(size, d_model=d_model, n_layer=n_layer, d_inner=d_inner, l_max=l_max,
-                                          embed_dropout=embed_dropout, resid_dropout=resid_dropout, vocab_size=vocab_size)
+        self.hyena_config = HyenaConfig.from_size(size, d_model=d_model, n_layer=n_layer, d_inner=d_inner,
+                                                  l_max=l_max, embed_dropout=embed_dropout,
+                                                  resid_dropout=resid_dropout, vocab_size=vocab_size)
         self.net = HyenaLM(self.hyena_config, self.norm_spec)
         self._describe(size, self.net.backbone)
         self.val_loss = MeanMetric()
@@ -151,10 +149,12 @@ def resolve_checkpoint(path: str) -> Path:
             if ckpts:
                 return ckpts[-1]
     raise FileNotFoundError(f"model.init_from: no checkpoint at {p} (give a .ckpt file, or a run directory holding "
-                            f"checkpoints/last.ckpt); pretrain first, e.g. dyt-bench fit --config configs/dna/hg38_pretrain_layernorm.yaml")
+                            f"checkpoints/last.ckpt); pretrain first, e.g. dyt-bench fit --config "
+                            f"configs/dna/hg38_pretrain_layernorm.yaml")
 
 
-def load_backbone(backbone: torch.nn.Module, path: str, config: HyenaConfig, norm: NormSpec, strict: bool = True) -> dict:
+def load_backbone(backbone: torch.nn.Module, path: str, config: HyenaConfig, norm: NormSpec,
+                  strict: bool = True) -> dict:
     """Copy the backbone weights of a DNA checkpoint (pretraining or fine-tuning) into ``backbone``.
 
     Fails with a message naming the difference when the architecture or norm kind disagrees, or (``strict``) when
@@ -239,8 +239,9 @@ class DNAClassification(_HyenaTask):
                          track_alpha=track_alpha, track_saturation=track_saturation)
         self.save_hyperparameters()
         self.num_classes = num_classes
-        self.hyena_config = _hyena_config(size, d_model=d_model, n_layer=n_layer, d_inner=d_inner, l_max=l_max,
-                                          embed_dropout=embed_dropout, resid_dropout=resid_dropout, vocab_size=vocab_size)
+        self.hyena_config = HyenaConfig.from_size(size, d_model=d_model, n_layer=n_layer, d_inner=d_inner,
+                                                  l_max=l_max, embed_dropout=embed_dropout,
+                                                  resid_dropout=resid_dropout, vocab_size=vocab_size)
         self.net = HyenaClassifier(self.hyena_config, num_classes, self.norm_spec, pooling)
         self._describe(size, self.net.backbone)
         self.init_report = (load_backbone(self.net.backbone, init_from, self.hyena_config, self.norm_spec, init_strict)

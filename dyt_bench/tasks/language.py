@@ -13,7 +13,8 @@ from torchmetrics import MeanMetric
 from dyt_bench.models.llama import add_embedding_scale, build_llama
 from dyt_bench.norms import NormSpec, SquashNorm, recommend_alpha_init
 
-from .base import BenchTask, DivergenceConfig, OptimConfig
+from .base import BenchTask, DivergenceConfig
+from .optim import OptimConfig
 
 
 class LanguageModeling(BenchTask):

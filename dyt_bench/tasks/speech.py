@@ -23,7 +23,8 @@ from dyt_bench.models.wav2vec2 import (
 )
 from dyt_bench.norms import NormSpec
 
-from .base import BenchTask, DivergenceConfig, OptimConfig, lr_lambda
+from .base import BenchTask, DivergenceConfig
+from .optim import OptimConfig
 
 LN2 = math.log(2.0)
 
@@ -31,12 +32,6 @@ LN2 = math.log(2.0)
 def gumbel_temperature(step: int, start: float, end: float, decay: float) -> float:
     """The quantizer's Gumbel-softmax temperature after ``step`` updates: ``max(start · decay^step, end)``."""
     return max(start * decay**step, end)
-
-
-def linear_warmup_decay(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> float:
-    """Learning-rate multiplier: linear warmup from 0, then linear decay to ``min_lr_ratio`` at ``total_steps``
-    (``optim.schedule: linear``)."""
-    return lr_lambda(step, total_steps, warmup_steps, "linear", min_lr_ratio)
 
 
 def perplexity(probs: torch.Tensor) -> torch.Tensor:

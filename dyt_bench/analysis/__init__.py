@@ -1,0 +1,1 @@
+"""Analyses of trained (or freshly built) models: the norm probe command and its figures."""

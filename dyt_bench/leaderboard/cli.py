@@ -1,0 +1,136 @@
+"""Tables from result.json files: mean ± std over seeds, Δ vs a baseline, the paper's numbers.
+
+``dyt-bench leaderboard PATH…`` prints them in the terminal or writes Markdown, CSV, JSON, HTML or a PNG bar chart;
+options can also come from a YAML file (``--config``). Exit status 0, or 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from dyt_bench.grid.spec import GridError
+from dyt_bench.leaderboard.collect import LeaderboardError, Record, collect, declared_modes
+from dyt_bench.leaderboard.render import DEFAULT_FORMAT, FORMATS, RENDERERS, SUFFIX_FORMATS, render
+from dyt_bench.leaderboard.stats import MODES, TESTS, VALUES, guess_mode
+from dyt_bench.leaderboard.tables import DEFAULT_METRIC, Options, build_tables
+
+PROG = "dyt-bench leaderboard"
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(
+        prog=PROG,
+        description="Tables from result.json files: one per grid and task, mean ± std over seeds, Δ against the "
+                    "baseline with a significance test, the paper's numbers beside ours.")
+    p.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options (paths: [...], metric: ...)")
+    p.add_argument("paths", nargs="+", help="result directories (searched recursively), result.json files, and/or "
+                                            "grid files (their output directory, axes, baseline and paper values)")
+    p.add_argument("--metric", help=f"metric name as logged (default: the grid's, else {DEFAULT_METRIC})")
+    p.add_argument("--value", choices=VALUES, help="a run's best value over validations (default) or its final one")
+    p.add_argument("--mode", choices=MODES, help="direction of the metric (default: as the runs' task declares it, "
+                                                 "else min for losses/errors, else max)")
+    p.add_argument("--rows", help="comma-separated axes for rows (default: the grid's, else the first axis)")
+    p.add_argument("--cols", help="comma-separated axes for columns (default: the grid's, else the other axes)")
+    p.add_argument("--argbest", metavar="AXIS",
+                   help="show, per cell of the other axes, the value of AXIS with the best metric")
+    p.add_argument("--baseline", action="append", metavar="AXIS=VALUE",
+                   help="the cell to compare against (repeatable; default: the grid's baseline)")
+    p.add_argument("--test", choices=TESTS, help="Welch t-test p-value (default) or bootstrap CI of Δ")
+    p.add_argument("--alpha", type=float, help="significance level (default 0.05)")
+    p.add_argument("--scale", type=float, help="multiply values for display, e.g. 100 for percent (default: the "
+                                               "grid's, else 1)")
+    p.add_argument("--digits", type=int, help="decimals shown (default 2 when scaled, else 4)")
+    p.add_argument("--format", choices=FORMATS, help="output format (default: from --output's suffix, else terminal)")
+    p.add_argument("--output", "-o", help="write to this file instead of the terminal")
+    return p
+
+
+def _choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> Any:
+    if value not in allowed:
+        raise LeaderboardError(f"{field_name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def _metric_mode(metric: str, records: list[Record]) -> str:
+    """The direction the runs' tasks declare for ``metric``; from its name when none of them declares it."""
+    declared = declared_modes(records, metric)
+    if len(declared) > 1:
+        raise LeaderboardError(f"--mode: the results declare both {' and '.join(sorted(declared))} for {metric!r}; "
+                               f"give --mode {{{','.join(MODES)}}}")
+    return declared.pop() if declared else guess_mode(metric)
+
+
+def _baseline(items: list[str] | None) -> dict[str, str] | None:
+    if not items:
+        return None
+    baseline = {}
+    for item in items:
+        if "=" not in item:
+            raise LeaderboardError(f"--baseline must be AXIS=VALUE (e.g. model.norm.kind=layernorm); got {item!r}")
+        k, v = item.split("=", 1)
+        baseline[k.strip()] = v.strip()
+    return baseline
+
+
+def _axis_list(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text is not None else None
+
+
+def resolve_options(args: Namespace, records: list[Record]) -> Options:
+    """The options in effect: the command line's, else the grid's leaderboard settings, else the defaults."""
+    lb: dict[str, Any] = next((r.grid.leaderboard for r in records if r.grid is not None), {})
+    metric = args.metric or lb.get("metric") or DEFAULT_METRIC
+    known = sorted({k for r in records for k in (*r.result.metrics_best, *r.result.metrics_final)})
+    if metric not in known:
+        raise LeaderboardError(f"--metric: unknown metric {metric!r}; metrics in these results: "
+                               + (", ".join(known) or "(none: no run logged a metric)"))
+    mode = args.mode or lb.get("mode") or _metric_mode(metric, records)
+    scale = args.scale if args.scale is not None else float(lb.get("scale", 1.0))
+    digits = args.digits if args.digits is not None else int(lb.get("digits", 2 if scale != 1 else 4))
+    alpha = args.alpha if args.alpha is not None else float(lb.get("alpha", 0.05))
+    if not 0 < alpha < 1:
+        raise LeaderboardError(f"--alpha must be in (0, 1); got {alpha}")
+    baseline = _baseline(args.baseline)
+    return Options(
+        metric=metric, value=_choice("--value", args.value or lb.get("value", "best"), VALUES),
+        mode=_choice("--mode", mode, MODES), scale=scale, digits=digits,
+        test=_choice("--test", args.test or lb.get("test", "welch"), TESTS), alpha=alpha,
+        rows=_axis_list(args.rows), cols=_axis_list(args.cols), argbest=args.argbest, baseline=baseline)
+
+
+def _output_format(fmt: str | None, output: str | None) -> str:
+    """--format, else the one --output's suffix names, else the terminal."""
+    if fmt is None and output:
+        suffix = Path(output).suffix.lower()
+        if suffix not in SUFFIX_FORMATS:
+            raise LeaderboardError(f"--output {output!r}: cannot tell the format from {suffix or 'no suffix'!r}; "
+                                   f"use a suffix in {', '.join(SUFFIX_FORMATS)} or --format {{{','.join(FORMATS)}}}")
+        fmt = SUFFIX_FORMATS[suffix]
+    fmt = _choice("--format", fmt or DEFAULT_FORMAT, FORMATS)
+    if RENDERERS[fmt].needs_file and not output:
+        raise LeaderboardError(f"--format {fmt} needs --output FILE.{fmt}")
+    return fmt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        fmt = _output_format(args.format, args.output)
+        records, notes = collect(args.paths)
+        opts = resolve_options(args, records)
+        tables = build_tables(records, opts)
+    except (LeaderboardError, GridError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for note in notes:
+        print(f"{PROG}: {note}", file=sys.stderr)
+    out = Path(args.output) if args.output else None
+    render(tables, opts, fmt, out)
+    if out is not None:
+        print(f"{PROG}: wrote {out} ({fmt}, {len(tables)} table(s))", file=sys.stderr)
+    return 0

@@ -1,0 +1,112 @@
+"""Every shipped run config parses and trains one step (on tiny inputs where the config is large)."""
+
+import glob
+import os
+
+import pytest
+import yaml
+
+from dyt_bench.cli import main
+from dyt_bench.results import read_result
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ALL_CONFIGS = sorted(
+    p for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True)
+    if os.sep + "grids" + os.sep not in p
+)
+# ImageNet and billion-parameter LLaMA configs need data and a cluster: they are parsed, not run.
+PARSE_ONLY = [p for p in ALL_CONFIGS if os.sep + "imagenet" + os.sep in p or os.path.basename(p).startswith("llama_")]
+RUN_CONFIGS = [p for p in ALL_CONFIGS if p not in PARSE_ONLY]
+# Configs that read files or are large are shrunk for a CPU smoke run on synthetic data of the same shape.
+ON_SYNTHETIC = ["--data.source", "synthetic", "--data.root", "null", "--data.batch_size", "4",
+                "--data.synthetic_samples", "8", "--data.num_workers", "0", "--trainer.precision", "32"]
+SHRINK = {"synthetic_vit_s.yaml": ["--model.img_size", "32", "--data.img_size", "32", "--data.batch_size", "4",
+                                   "--data.synthetic_samples", "8", "--model.model_kwargs", '{"depth": 1}']}
+
+
+LANGUAGE_SMALL = ["--data.max_files", "4", "--data.seq_len", "32", "--model.max_seq_len", "32",
+                  "--data.batch_size", "2", "--model.hidden_size", "32", "--model.num_layers", "1",
+                  "--model.num_heads", "2", "--trainer.precision", "32"]
+
+
+DIFFUSION_SMALL = ["--model.depth", "1", "--model.hidden_size", "32", "--model.num_heads", "2",
+                   "--model.sampling.steps", "2", "--model.sampling.batch_size", "4", "--model.fid.num_samples", "4",
+                   "--model.fid.feature_extractor", "random_cnn", "--model.grid.num_images", "4",
+                   "--data.batch_size", "4", "--data.eval_batch_size", "4", "--model.ema", "null"]
+
+
+# speech configs for GPUs and LibriSpeech: the tiny model on a few synthetic utterances, one CPU process
+SPEECH_SMALL = ["--model.size", "tiny", "--model.mask_time_length", "5", "--data.source", "synthetic",
+                "--data.synthetic_samples", "8", "--data.synthetic_val_samples", "2", "--data.synthetic_min_seconds",
+                "0.75", "--data.synthetic_max_seconds", "1.0", "--data.max_sample_size", "16000",
+                "--data.min_sample_size", "8000", "--data.max_batch_seconds", "4", "--data.num_workers", "0",
+                "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "1",
+                "--trainer.strategy", "auto", "--trainer.precision", "32"]
+
+
+DNA_PRETRAIN_SMALL = ["--data.source", "synthetic", "--data.fasta", "null", "--data.val_chromosomes", "null",
+                      "--data.seq_len", "31", "--data.batch_size", "2", "--data.num_workers", "0",
+                      "--data.synthetic_length", "4000", "--model.d_model", "16", "--model.l_max", "64",
+                      "--trainer.precision", "32", "--trainer.accumulate_grad_batches", "1",
+                      "--trainer.callbacks", "[]"]  # no checkpoint where a fine-tuning config would pick it up
+
+
+def _dna_shrink(config: str) -> list[str]:
+    with open(config, encoding="utf-8") as f:
+        model = yaml.safe_load(f)["model"]
+    if model["class_path"].endswith("DNAPretraining"):
+        return DNA_PRETRAIN_SMALL
+    classes = str(model["init_args"].get("num_classes", 2))
+    return ["--data.source", "synthetic", "--data.synthetic_classes", classes, "--data.synthetic_train_per_class", "8",
+            "--data.synthetic_test_per_class", "4", "--data.synthetic_length", "[20, 30]", "--data.max_length", "30",
+            "--data.batch_size", "4", "--data.num_workers", "0", "--model.init_from", "null", "--model.d_model", "16",
+            "--model.l_max", "64", "--trainer.precision", "32"]
+
+
+def _shrink(config: str) -> list[str]:
+    if os.sep + "dna" + os.sep in config:
+        return _dna_shrink(config)
+    if os.sep + "speech" + os.sep in config and os.path.basename(config) != "tiny.yaml":
+        return SPEECH_SMALL
+    if os.sep + "diffusion" + os.sep in config and os.path.basename(config) != "tiny.yaml":
+        return DIFFUSION_SMALL + (ON_SYNTHETIC if "cifar" in os.path.basename(config) else [])
+    if os.sep + "cifar" + os.sep in config:
+        return ON_SYNTHETIC
+    if os.sep + "language" + os.sep in config:
+        return LANGUAGE_SMALL
+    return SHRINK.get(os.path.basename(config), [])
+
+
+@pytest.mark.parametrize("config", RUN_CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
+def test_config_runs_one_step(config, tmp_path):
+    main(["fit", "--config", config, "--trainer.fast_dev_run", "1", "--trainer.default_root_dir", str(tmp_path),
+          "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+          *_shrink(config)])
+    (path,) = glob.glob(os.path.join(tmp_path, "**", "result.json"), recursive=True)
+    assert read_result(path).status == "completed"
+
+
+@pytest.mark.parametrize("config", PARSE_ONLY, ids=lambda p: os.path.relpath(p, ROOT))
+def test_cluster_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", config, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    model = printed["model"]["init_args"]
+    if os.path.basename(config).startswith("llama_"):
+        assert printed["trainer"]["strategy"] == "fsdp" and printed["trainer"]["precision"] == "bf16-mixed"
+        assert model["norm"]["kind"] in ("rmsnorm", "dyt") and model["vocab_size"] == 32000
+        return
+    if os.sep + "diffusion" + os.sep in config:  # DiT's recipe: constant 1e-4, no weight decay, no warmup; FID-50K
+        assert model["norm"]["kind"] == "layernorm" and model["vae"] and model["fid"]["test_num_samples"] == 50000
+        assert (model["optim"]["lr"], model["optim"]["weight_decay"], model["optim"]["warmup_steps"],
+                model["optim"]["schedule"]) == (1e-4, 0.0, 0, "constant")
+        assert model["sampling"]["steps"] == 250 and model["sampling"]["method"] == "ddpm"
+        return
+    assert model["norm"]["kind"] in ("layernorm", "batchnorm")  # the baseline; DyT is one override
+    assert model["optim"]["lr"] == 0.004 and model["optim"]["lr_base_batch"] == 4096
+    assert printed["data"]["init_args"]["source"] == "imagefolder"
+
+
+def test_there_are_configs():
+    assert len(RUN_CONFIGS) >= 10 and len(PARSE_ONLY) == 7 + 4 + 4  # image, language, diffusion
