@@ -16,6 +16,7 @@ from dyt_bench.config_keys import NON_SEMANTIC_KEYS, without
 
 RESULT_FILE = "result.json"
 SCHEMA_VERSION = 1
+DEFAULT_METRIC = "val/acc1"  # what grids and leaderboards rank by when nothing says otherwise
 STATUSES = ("completed", "diverged", "failed", "interrupted")
 FINISHED_STATUSES = ("completed", "diverged")  # a grid does not run these cells again
 

@@ -4,23 +4,16 @@ affine transform, a best fit ``s · tanh(a · x)``, and the probe's CSV files.""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dyt_bench.callbacks.norm_hooks import NormInputHooks, all_norms
-from dyt_bench.callbacks.run_files import write_csv
 from dyt_bench.callbacks.saturation import saturated_fraction
 from dyt_bench.norms import SquashNorm, describe_norm
 from dyt_bench.ops.functions import FUNCTIONS
-
-SUMMARY_FIELDS = ("layer", "class", "layout", "num_features", "input_std", "fit_a", "fit_scale", "fit_rmse", "fit_r2",
-                  "saturated_fraction")
-POINTS_FIELDS = ("input", "output_before_affine", "channel", "token")
 
 
 def _channels_last(t: torch.Tensor, layout: str) -> torch.Tensor:
@@ -147,42 +140,4 @@ def probe_model(model: nn.Module, run_batch, max_points: int = 20000, seed: int 
         return [_probe_layer(name, hooks.layers[name], x, max_points, gen) for name, x in hooks.results.items()]
 
 
-def choose_layers(probes: list[LayerProbe], layers: list[str] | None, count: int = 4) -> list[LayerProbe]:
-    """Probes named in ``layers`` (exact names or substrings), or ``count`` evenly spaced ones."""
-    if layers:
-        chosen = [p for p in probes if any(sel == p.name or sel in p.name for sel in layers)]
-        if not chosen:
-            raise ValueError(f"--layers {layers} matches no norm layer; layers: {', '.join(p.name for p in probes)}")
-        return chosen
-    if len(probes) <= count:
-        return probes
-    step = (len(probes) - 1) / (count - 1)
-    return [probes[round(i * step)] for i in range(count)]
-
-
-def write_probe(probes: list[LayerProbe], out_dir: str | os.PathLike, layers: list[str] | None = None,
-                color_by: str = "channel", max_colored_channels: int = 8) -> dict[str, Path]:
-    """Write ``probe_summary.csv`` (every layer), ``probe_points_<layer>.csv`` and ``probe_<layer>.png`` (chosen ones)."""
-    from .figures import COLOR_BY, plot_layer_probe
-
-    if color_by not in COLOR_BY:
-        raise ValueError(f"color_by must be one of {', '.join(COLOR_BY)}; got {color_by!r}")
-    out = Path(out_dir)
-    written: dict[str, Path] = {}
-    summary_rows = [{"layer": p.name, "class": p.cls, "layout": p.layout, "num_features": p.num_features,
-                     "input_std": f"{p.input_std:.6g}", "fit_a": f"{p.fit.a:.6g}", "fit_scale": f"{p.fit.scale:.6g}",
-                     "fit_rmse": f"{p.fit.rmse:.6g}", "fit_r2": f"{p.fit.r2:.6g}",
-                     "saturated_fraction": "" if p.saturation is None else f"{p.saturation:.6g}"} for p in probes]
-    written["summary"] = write_csv(out / "probe_summary.csv", summary_rows, SUMMARY_FIELDS)
-    for p in choose_layers(probes, layers):
-        safe = p.name.replace(".", "_")
-        point_rows = ({"input": f"{x:.6g}", "output_before_affine": f"{y:.6g}", "channel": c, "token": t}
-                      for x, y, c, t in zip(p.x.tolist(), p.y.tolist(), p.channel.tolist(), p.token.tolist(),
-                                            strict=True))
-        written[f"points:{p.name}"] = write_csv(out / f"probe_points_{safe}.csv", point_rows, POINTS_FIELDS)
-        written[f"png:{p.name}"] = plot_layer_probe(p, out / f"probe_{safe}.png", color_by, max_colored_channels)
-    return written
-
-
-__all__ = ["LayerProbe", "TanhFit", "choose_layers", "fit_tanh", "normalize_without_affine", "probe_model",
-           "write_probe"]
+__all__ = ["LayerProbe", "TanhFit", "fit_tanh", "normalize_without_affine", "probe_model"]

@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from dyt_bench.lightning_cli import build_from_config
 
-    from .layer_probe import probe_model, write_probe
+    from .layer_probe import probe_model
+    from .report import write_probe
 
     model, datamodule = build_from_config(args.config, overrides)
     if args.ckpt_path:

@@ -5,7 +5,6 @@ from typing import Any
 
 from dyt_bench.config_keys import assign, lookup
 from dyt_bench.grid.cell_run import (
-    CellOutcome,
     cells_to_run,
     failed_out_of_memory,
     fallback_result,
@@ -44,7 +43,7 @@ from dyt_bench.grid.spec import (
     parse_grid,
     spec_from_summary,
 )
-from dyt_bench.grid.state import GridState
+from dyt_bench.grid.state import CellOutcome, GridState
 
 __all__ = [
     "ATTEMPTS_DIR", "CELL_FILE", "CONFIG_ROOTS", "GRID_KEYS", "GRID_SUMMARY_FILE", "LABEL_KEY", "LAUNCHERS",

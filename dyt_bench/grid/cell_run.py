@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ from dyt_bench.grid.spec import (
     GridSpec,
     spec_from_summary,
 )
+from dyt_bench.grid.state import CellOutcome, GridState
 from dyt_bench.results import (
     FINISHED_STATUSES,
     RESULT_FILE,
@@ -42,19 +42,8 @@ from dyt_bench.results import (
 
 if TYPE_CHECKING:
     from dyt_bench.grid.progress import ProgressView
-    from dyt_bench.grid.state import GridState
 
 _OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
-
-
-@dataclass
-class CellOutcome:
-    """How a cell ended, as the grid records it in grid.json and shows it."""
-
-    status: str
-    wall_time_s: float
-    metrics: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
 
 
 def cells_to_run(cells: list[Cell], retry_failed: bool) -> list[Cell]:

@@ -22,6 +22,7 @@ from dyt_bench.grid.launch_slurm import run_submitit
 from dyt_bench.grid.progress import ProgressView, RichProgressView
 from dyt_bench.grid.spec import GRID_SUMMARY_FILE, LAUNCHERS, Cell, GridError, GridSpec, check_dotted, load_grid
 from dyt_bench.grid.state import GridState
+from dyt_bench.results import DEFAULT_METRIC
 
 
 def build_parser() -> ArgumentParser:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dyt-bench grid: error: {e}", file=sys.stderr)
         return 2
     use_rich = args.progress == "rich" or (args.progress == "auto" and sys.stdout.isatty())
-    metric = spec.leaderboard.get("metric", "val/acc1")
+    metric = spec.leaderboard.get("metric", DEFAULT_METRIC)
     view_cls = RichProgressView if use_rich else ProgressView
     try:
         with view_cls(state, len(todo), workers if args.launcher == "local" else len(todo), metric) as view:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from dyt_bench.results import DEFAULT_METRIC
+
 if TYPE_CHECKING:
-    from dyt_bench.grid.cell_run import CellOutcome
     from dyt_bench.grid.spec import Cell
-    from dyt_bench.grid.state import GridState
+    from dyt_bench.grid.state import CellOutcome, GridState
 
 
 def _fmt_seconds(s: float | None) -> str:
@@ -24,7 +25,7 @@ def _fmt_seconds(s: float | None) -> str:
 class ProgressView:
     """Plain progress lines (for logs and non-TTY output); RichProgressView redraws a live panel instead."""
 
-    def __init__(self, state: GridState, to_run: int, workers: int, metric: str = "val/acc1") -> None:
+    def __init__(self, state: GridState, to_run: int, workers: int, metric: str = DEFAULT_METRIC) -> None:
         self.state, self.to_run, self.workers, self.metric = state, to_run, workers, metric
         self.t0 = time.perf_counter()
         self.done_here: list[float] = []

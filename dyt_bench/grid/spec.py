@@ -128,6 +128,11 @@ class Axis:
                         + ", ".join(v.label for v in self.values))
 
 
+def find_axis(axes, name: str) -> Axis | None:
+    """The axis called ``name`` (its dotted key, or its last part), or None."""
+    return next((a for a in axes if name in (a.name, a.short)), None)
+
+
 @dataclass
 class GridSpec:
     """A validated grid file."""
@@ -148,9 +153,9 @@ class GridSpec:
     path: Path | None = None
 
     def axis(self, name: str) -> Axis:
-        for a in self.axes:
-            if name in (a.name, a.short):
-                return a
+        found = find_axis(self.axes, name)
+        if found is not None:
+            return found
         raise GridError(f"unknown axis {name!r}; the axes of grid {self.name!r} are: "
                         + ", ".join(a.name for a in self.axes))
 

@@ -5,13 +5,21 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from dyt_bench.grid.spec import GRID_SUMMARY_FILE, Cell, GridSpec
 from dyt_bench.results import RESULT_FILE, STATUSES, atomic_write_text, read_result, utc_now
 
-if TYPE_CHECKING:
-    from dyt_bench.grid.cell_run import CellOutcome
+
+@dataclass
+class CellOutcome:
+    """How a cell ended, as the grid records it in grid.json and shows it."""
+
+    status: str
+    wall_time_s: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
 
 
 class GridState:

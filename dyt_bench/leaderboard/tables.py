@@ -8,11 +8,20 @@ from functools import partial
 from typing import Any
 
 from dyt_bench.config_keys import NON_SEMANTIC_KEYS, REPLICATE_KEYS, flatten
-from dyt_bench.grid.spec import Axis, AxisValue, GridError, GridSpec, canonical, format_value, parse_baseline
+from dyt_bench.grid.spec import (
+    Axis,
+    AxisValue,
+    GridError,
+    GridSpec,
+    canonical,
+    find_axis,
+    format_value,
+    parse_baseline,
+)
 from dyt_bench.leaderboard.collect import LeaderboardError, Record, fid_extractor
 from dyt_bench.leaderboard.stats import CellStats, cell_stats, compare, is_better
+from dyt_bench.results import DEFAULT_METRIC
 
-DEFAULT_METRIC = "val/acc1"
 AXIS_EXCLUDED_KEYS = NON_SEMANTIC_KEYS + REPLICATE_KEYS  # config keys that never become an inferred axis
 
 Labels = tuple[str, ...]  # one value label per row (or column) axis
@@ -89,9 +98,9 @@ def infer_axes(records: list[Record]) -> list[Axis]:
 
 def axis_by_name(axes: list[Axis], name: str, where: str) -> Axis:
     """The axis called ``name`` (its dotted key or its last part); ``where`` names the option in the error."""
-    for a in axes:
-        if name in (a.name, a.short):
-            return a
+    found = find_axis(axes, name)
+    if found is not None:
+        return found
     raise LeaderboardError(f"{where}: unknown axis {name!r}; the axes of this table are: "
                            + (", ".join(a.name for a in axes) or "(none: every result has the same config)"))
 

@@ -13,12 +13,13 @@ from torchmetrics.classification import MulticlassAccuracy
 from dyt_bench.coerce import coerce_dataclass
 from dyt_bench.models.image import build_image_model
 from dyt_bench.norms import NormSpec
+from dyt_bench.results import DEFAULT_METRIC
 
 from .base import BenchTask, DivergenceConfig
 from .optim import OptimConfig
 
 # The metric the paper's classification tables report (the grid and leaderboard default to it too)
-PRIMARY_METRIC = "val/acc1"
+PRIMARY_METRIC = DEFAULT_METRIC
 
 
 @dataclass

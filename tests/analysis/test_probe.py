@@ -10,9 +10,10 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from dyt_bench.analysis.layer_probe import fit_tanh, normalize_without_affine, probe_model, write_probe
+from dyt_bench.analysis.layer_probe import fit_tanh, normalize_without_affine, probe_model
 from dyt_bench.analysis.probe import build_parser, split_overrides
 from dyt_bench.analysis.probe import main as probe_main
+from dyt_bench.analysis.report import write_probe
 from dyt_bench.norms import build_norm
 
 
