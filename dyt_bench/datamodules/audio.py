@@ -10,12 +10,12 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from dyt_bench.datamodules.base import SplitDataModule
 from dyt_bench.norms.spec import check_choice
 
 LIBRISPEECH_SPLITS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean", "dev-other", "test-clean",
@@ -288,7 +288,7 @@ class AudioCollator:
                 "lengths": torch.tensor([len(w) for w in waves], dtype=torch.long)}
 
 
-class AudioDataModule(pl.LightningDataModule):
+class AudioDataModule(SplitDataModule):
     """Raw-audio data for wav2vec 2.0 pretraining.
 
     Args:
@@ -418,7 +418,7 @@ class AudioDataModule(pl.LightningDataModule):
                        f"{len(self.val_set)} val; {self.dropped_short} dropped as shorter than "
                        f"{self.hparams.min_sample_size} samples")
 
-    def _loader(self, dataset: AudioDataset, train: bool) -> DataLoader:
+    def loader(self, dataset: AudioDataset, train: bool) -> DataLoader:
         rank, world = 0, 1
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
@@ -429,12 +429,3 @@ class AudioDataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_sampler=sampler, num_workers=self.hparams.num_workers,
                           collate_fn=AudioCollator(self.hparams.batch_mode, random=train),
                           persistent_workers=self.hparams.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)

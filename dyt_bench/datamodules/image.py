@@ -7,11 +7,11 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from dyt_bench.datamodules.base import SplitDataModule
 from dyt_bench.norms.spec import check_choice
 
 IMAGE_SOURCES = ("digits", "synthetic", "imagefolder", "cifar10", "cifar100")
@@ -97,7 +97,7 @@ def load_digits_split(val_fraction: float, split_seed: int) -> tuple[torch.Tenso
     return images[idx_train], labels[idx_train], images[idx_val], labels[idx_val]
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule(SplitDataModule):
     """Image classification data.
 
     Args:
@@ -234,17 +234,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.train_set = cls(root, train=True, transform=train_tf, download=self.hparams.download)
         self.val_set = cls(root, train=False, transform=eval_tf, download=False)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
-        hp = self.hparams
+    def loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        hp, shuffle = self.hparams, train
+        batch_size = self.batch_size if train else self.eval_batch_size
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=hp.num_workers,
                           pin_memory=hp.pin_memory, persistent_workers=hp.persistent_workers and hp.num_workers > 0,
                           drop_last=shuffle and self.source in FILE_SOURCES)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True, self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False, self.eval_batch_size)

@@ -14,11 +14,11 @@ import sysconfig
 from pathlib import Path
 from typing import Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dyt_bench.datamodules.base import SplitDataModule
 from dyt_bench.norms.spec import check_choice
 
 BYTE_VOCAB = 257  # 256 byte values + one end-of-document token
@@ -62,7 +62,7 @@ class PackedSequences(Dataset):
         return torch.from_numpy(np.asarray(self.tokens[start:start + self.seq_len + 1], dtype=np.int64))
 
 
-class TextDataModule(pl.LightningDataModule):
+class TextDataModule(SplitDataModule):
     """Causal language-modelling data.
 
     Args:
@@ -175,15 +175,6 @@ class TextDataModule(pl.LightningDataModule):
             raise ValueError(f"too little text for seq_len={self.seq_len}: {len(self.train_set)} train and "
                              f"{len(self.val_set)} val sequences; use more files or a shorter data.seq_len")
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers,
                           drop_last=shuffle)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)

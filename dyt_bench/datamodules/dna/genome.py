@@ -16,12 +16,12 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from dyt_bench.datamodules.base import SplitDataModule
 from dyt_bench.norms.spec import check_choice
 
 from .synthetic import write_synthetic_genome
@@ -126,7 +126,7 @@ class GenomeWindows(Dataset):
 PRIMARY_CHROMOSOMES = r"^chr([0-9]+|X|Y)$"
 
 
-class GenomeDataModule(pl.LightningDataModule):
+class GenomeDataModule(SplitDataModule):
     """Causal-LM pretraining windows from a reference genome (e.g. hg38), split by chromosome.
 
     Args:
@@ -275,18 +275,10 @@ class GenomeDataModule(pl.LightningDataModule):
         rank_zero_info(f"[dna] {self.dataset_name}: {len(self.train_set)} train windows from {len(train)} records, "
                        f"{len(self.val_set)} val windows from {val}")
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers,
                           drop_last=shuffle, persistent_workers=self.hparams.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
 
 
 __all__ = ["PRIMARY_CHROMOSOMES", "GenomeDataModule", "GenomeWindows", "fasta_to_tokens", "open_fasta",

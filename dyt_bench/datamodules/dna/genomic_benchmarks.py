@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
+from dyt_bench.datamodules.base import SplitDataModule
 from dyt_bench.norms.spec import check_choice
 
 from .synthetic import write_synthetic_benchmark
@@ -67,7 +67,7 @@ class PaddedSequences(Dataset):
         return out, mask, torch.tensor(self.labels[i])
 
 
-class GenomicBenchmarksDataModule(pl.LightningDataModule):
+class GenomicBenchmarksDataModule(SplitDataModule):
     """Sequence classification on a GenomicBenchmarks dataset, read from
     ``<root>/<dataset>/{train,test}/<class>/*.txt``.
 
@@ -213,21 +213,15 @@ class GenomicBenchmarksDataModule(pl.LightningDataModule):
         rank_zero_info(f"[dna] {self.dataset_name}: {len(self.train_set)} train / {len(self.val_set)} val (seed "
                        f"{self.split_seed()}) / {len(self.test_set)} test sequences, classes {classes}")
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+    def loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         batch = self.batch_size if shuffle else (self.hparams.eval_batch_size or self.batch_size)
         return DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=self.hparams.num_workers,
                           drop_last=False, persistent_workers=self.hparams.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
-
     def val_dataloader(self):
         if not self.hparams.test_each_validation:
-            return self._loader(self.val_set, False)
-        return [self._loader(self.val_set, False), self._loader(self.test_set, False)]
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False)
+            return self.loader(self.val_set, False)
+        return [self.loader(self.val_set, False), self.loader(self.test_set, False)]
 
 
 __all__ = ["GENOMIC_BENCHMARKS", "GenomicBenchmarksDataModule", "PaddedSequences", "read_benchmark_split"]
