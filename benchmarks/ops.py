@@ -3,8 +3,8 @@ the statistics norms (LayerNorm, RMSNorm), as times, GB/s and % of the memory fl
 
     python benchmarks/ops.py                       # the full table set (needs CUDA)
     python benchmarks/ops.py --quick               # fewer repetitions
-    python benchmarks/ops.py --sweep               # also sweep the block-shape heuristic's knobs
-    python benchmarks/ops.py --only none --sweep-fn erf   # one function's own knobs, against tanh
+    python benchmarks/ops.py --sweep               # also sweep the block-shape heuristic (Overrides)
+    python benchmarks/ops.py --only none --sweep-fn erf   # one function's own tuning, against tanh
     python benchmarks/ops.py --only none --sweep-fn erf --sweep-stages bwd --sweep-shapes 65536x1536,50432x768
     python benchmarks/ops.py --json out.json       # also write every row
 
@@ -20,6 +20,7 @@ Every DyT implementation is checked against float64 math on (the leading rows of
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -31,7 +32,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), ".."))
 
-from dyt_bench.ops import squash_affine_reference  # noqa: E402
+from dyt_bench.ops import ALL_FUNCTIONS, squash_affine_reference  # noqa: E402
+from dyt_bench.ops.triton.blocks import Overrides  # noqa: E402 (pure Python: imports without Triton)
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TOKEN_SHAPES = [((32768, 4096), "bf16"), ((16384, 8192), "bf16"), ((50432, 768), "bf16"), ((50432, 768), "fp32"),
@@ -118,7 +120,7 @@ def naive(x, alpha, weight, bias, channel_dim=-1):
 
 
 def ours(fn="tanh", channel_dim=-1):
-    from dyt_bench.ops.triton_squash import squash_affine_triton
+    from dyt_bench.ops.triton import squash_affine_triton
 
     return lambda x, a, w, b: squash_affine_triton(x, a, w, b, fn=fn, channel_dim=channel_dim)
 
@@ -126,7 +128,7 @@ def ours(fn="tanh", channel_dim=-1):
 def ours_derf():
     """Derf: erf(αx + s) with a learnable scalar shift s (at 0, so the float64 check of erf(αx) applies), all five
     gradients computed."""
-    from dyt_bench.ops.triton_squash import squash_affine_triton
+    from dyt_bench.ops.triton import squash_affine_triton
 
     shift = torch.zeros((), device="cuda", requires_grad=True)
     return lambda x, a, w, b: squash_affine_triton(x, a, w, b, fn="erf", shift=shift)
@@ -232,10 +234,10 @@ def bench_rows(table, shape, dtype_name, impls, channel_dim, bw, quick, check_fn
             args = (x, a, w.to(dtype), b.to(dtype))
         else:
             args = (x, a, w, b)
-        is_dyt = name.startswith("dyt") or name.startswith(("tanh", "hardtanh", "sigmoid", "identity", "erf"))
+        is_dyt = name.startswith("dyt") or name.split()[0] in ALL_FUNCTIONS
         err = None
         if is_dyt:
-            fn = name.split()[0] if name.split()[0] in ("tanh", "hardtanh", "sigmoid", "identity", "erf") else check_fn
+            fn = name.split()[0] if name.split()[0] in ALL_FUNCTIONS else check_fn
             err = dyt_error(impl, x, a, w, b, dy, channel_dim, fn=fn)
         try:
             fwd, fb, fb_eager = time_impl(impl, *args, dy, quick)
@@ -245,7 +247,8 @@ def bench_rows(table, shape, dtype_name, impls, channel_dim, bw, quick, check_fn
             continue
         rows.append(Row(table, "x".join(map(str, shape)), dtype_name, name, fwd, 2 * n_bytes / fwd / 1e6,
                         100 * floor_fwd / fwd, fb, 100 * floor_fb / fb, err, fwdbwd_eager_ms=fb_eager))
-    header = f"{table}  {'x'.join(map(str, shape))} {dtype_name}  floor fwd {floor_fwd:.4f} ms  fwd+bwd {floor_fb:.4f} ms"
+    header = (f"{table}  {'x'.join(map(str, shape))} {dtype_name}  floor fwd {floor_fwd:.4f} ms  "
+              f"fwd+bwd {floor_fb:.4f} ms")
     print(header, flush=True)
     for r in rows:
         print(format_row(r), flush=True)
@@ -276,15 +279,29 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def sweep_grid(stage: str, wide: bool = False) -> list[tuple[str, Overrides]]:
+    """``--sweep``'s configurations of one stage (``--sweep-wide``: forward column blocks up to whole rows of the
+    widest shapes): (label, the heuristic overrides it times)."""
+    cols_options = ([(2048, "cover"), (4096, "cover"), (8192, "cover")] if wide else
+                    [(512, "divisor"), (1024, "divisor"), (2048, "divisor"), (256, "cover"), (1024, "cover"),
+                     (2048, "cover")])
+    grid = itertools.product([2048, 4096, 8192], cols_options, [4, 8, 16], [4] if stage == "fwd" else [4, 8])
+    out = []
+    for tile, (cols_cap, mode), warps, pps in grid:
+        knobs = Overrides(**{f"{stage}_tile": tile, f"{stage}_max_cols_block": cols_cap, f"{stage}_cols_mode": mode,
+                             f"{stage}_warps": warps}, programs_per_sm=pps)
+        label = f"tile={tile} cols<={cols_cap} {mode} warps={warps}" + (f" pps={pps}" if stage == "bwd" else "")
+        out.append((label, knobs))
+    return out
+
+
 def sweep(bw, quick, wide: bool = False) -> list[Row]:
-    """Grid over the block-shape knobs: forward (tile, column block, warps) and backward (the same, and programs per
-    SM), on a large and a ViT-sized token matrix and a feature map; prints each stage's configurations by time.
-    The backward is timed as its launch alone (kernel and partial sums, against a 3-pass floor)."""
-    import itertools
+    """Grid over the block-shape heuristic (:func:`sweep_grid`): forward (tile, column block, warps) and backward
+    (the same, and programs per SM), on a large and a ViT-sized token matrix and a feature map; prints each stage's
+    configurations by time. The backward is timed as its launch alone (kernel and partial sums, against a 3-pass
+    floor)."""
+    from dyt_bench.ops.triton.launch import launch_backward, launch_forward
 
-    from dyt_bench.ops import triton_squash
-
-    defaults = dict(triton_squash.TUNING)
     shapes = [((32768, 4096), -1), ((50432, 768), -1), ((128, 256, 56, 56), 1)]
     if wide:  # forward only, column blocks up to whole rows of the widest shapes
         shapes = [((16384, 8192), -1), ((32768, 4096), -1)]
@@ -292,34 +309,24 @@ def sweep(bw, quick, wide: bool = False) -> list[Row]:
     for shape, channel_dim in shapes:
         x, a, w, b, dy = make_inputs(shape, torch.bfloat16, channel_dim)
         n_bytes = x.numel() * 2
-        f = ours(channel_dim=channel_dim)
+        dim = channel_dim % x.dim()
         results = {"fwd": [], "bwd": []}
         for stage in ("fwd",) if wide else ("fwd", "bwd"):
-            cols_options = ([(2048, "cover"), (4096, "cover"), (8192, "cover")] if wide else
-                            [(512, "divisor"), (1024, "divisor"), (2048, "divisor"), (256, "cover"), (1024, "cover"),
-                             (2048, "cover")])
-            grid = itertools.product([2048, 4096, 8192], cols_options, [4, 8, 16], [4] if stage == "fwd" else [4, 8])
-            for tile, (cols_cap, mode), warps, pps in grid:
-                triton_squash.TUNING.update(defaults)
-                triton_squash.TUNING.update({f"{stage}_tile": tile, f"{stage}_max_cols_block": cols_cap,
-                                             f"{stage}_cols_mode": mode, f"{stage}_warps": warps,
-                                             "programs_per_sm": pps})
-                label = (f"tile={tile} cols<={cols_cap} {mode} warps={warps}"
-                         + (f" pps={pps}" if stage == "bwd" else ""))
+            for label, knobs in sweep_grid(stage, wide):
                 try:
                     if stage == "fwd":
+                        fwd_args = (x, a, w, b, None, "tanh", dim, knobs)
                         with torch.no_grad():
-                            ms = graph_ms(lambda: f(x, a, w, b), quick)  # noqa: B023 (called at once)
+                            ms = graph_ms(lambda: launch_forward(*fwd_args), quick)  # noqa: B023 (called at once)
                         floor = 2 * n_bytes / bw / 1e6
                     else:  # the backward launch alone (kernel + partial sums): 3 passes, no autograd engine
-                        bwd_args = (dy, x, a, w, None, "tanh", channel_dim % x.dim(), True, True, True, True, False)
-                        ms = graph_ms(lambda: triton_squash._launch_backward(*bwd_args), quick)  # noqa: B023
+                        bwd_args = (dy, x, a, w, None, "tanh", dim, True, True, True, True, False, knobs)
+                        ms = graph_ms(lambda: launch_backward(*bwd_args), quick)  # noqa: B023
                         floor = 3 * n_bytes / bw / 1e6
                 except Exception as exc:  # e.g. out of shared memory / registers at one configuration
                     print(f"  {stage} {label}: failed ({type(exc).__name__})")
                     continue
                 results[stage].append((ms, label, 100 * floor / ms))
-        triton_squash.TUNING.update(defaults)
         for stage, res in results.items():
             res.sort()
             print(f"sweep {stage} {'x'.join(map(str, shape))} bf16: best {len(res)} configurations first")
@@ -350,18 +357,31 @@ def parse_shapes(text: str) -> list[tuple[tuple[int, ...], int]]:
     return out
 
 
+def sweep_fn_grid(stage: str, quick: bool) -> list[tuple[str, Overrides]]:
+    """``--sweep-fn``'s configurations of one stage: forward (tile, warps, register cap), backward (tile, warps,
+    register cap, programs per SM); (label, the overrides it times, in place of the function's own tuning)."""
+    if stage == "fwd":
+        grid = itertools.product([4096, 8192], [8, 16, 32], [None, 32, 40], [None])
+    else:
+        grid = itertools.product([1024, 2048], [4, 8], [None, 128], [2, 3, 4] if not quick else [4])
+    out = []
+    for tile, warps, maxnreg, pps in grid:
+        knobs = Overrides(**{f"{stage}_tile": tile, f"{stage}_warps": warps, f"{stage}_maxnreg": maxnreg},
+                          programs_per_sm=pps)
+        out.append((f"tile={tile} warps={warps} maxnreg={maxnreg}" + (f" pps={pps}" if pps else ""), knobs))
+    return out
+
+
 def sweep_fn(bw, quick, fn: str = "erf", shapes: str = SWEEP_FN_SHAPES, stages=("fwd", "bwd"),
              current_only: bool = False) -> list[Row]:
-    """Per-function knobs (``TUNING["per_function"][fn]``): forward (tile, warps, register cap) and backward (tile,
-    warps, register cap, programs per SM) for ``fn`` with a learnable shift when it is erf, against tanh at the
-    default knobs in the same run, on the given token matrices and feature maps. Each stage's table starts with
-    ``fn`` at its current knobs (the ones this file's ``TUNING`` sets), so a change of defaults can be checked
-    against the sweep's best in the same run; ``current_only`` times just that, against tanh."""
-    import itertools
+    """One function's own tuning (``FUNCTION_TUNING`` in dyt_bench/ops/triton/blocks.py) swept: the configurations
+    of :func:`sweep_fn_grid` for ``fn``, with a learnable shift when it is erf, against tanh at the default heuristic
+    in the same run, on the given token matrices and feature maps. Each stage's table starts with ``fn`` at its
+    current tuning, so a change of defaults can be checked against the sweep's best in the same run;
+    ``current_only`` times just that, against tanh."""
+    from dyt_bench.ops.triton.blocks import NO_OVERRIDES
+    from dyt_bench.ops.triton.launch import launch_backward, launch_forward
 
-    from dyt_bench.ops import triton_squash
-
-    saved = {k: dict(v) for k, v in triton_squash.TUNING["per_function"].items()}
     rows = []
     for shape, channel_dim in parse_shapes(shapes):
         x, a, w, b, dy = make_inputs(shape, torch.bfloat16, channel_dim)
@@ -369,65 +389,48 @@ def sweep_fn(bw, quick, fn: str = "erf", shapes: str = SWEEP_FN_SHAPES, stages=(
         dim = channel_dim % x.dim()
         shift = torch.zeros((), device="cuda") if fn == "erf" else None
 
-        def fwd_ms(name, shift=shift, inputs=(x, a, w, b), dim=dim):
+        def fwd_ms(name, knobs=None, shift=shift, inputs=(x, a, w, b), dim=dim):
             with torch.no_grad():
-                return graph_ms(lambda: triton_squash._launch_forward(*inputs, shift, name, dim), quick)
+                return graph_ms(lambda: launch_forward(*inputs, shift, name, dim, knobs), quick)
 
-        def bwd_ms(name, shift=shift, inputs=(dy, x, a, w), dim=dim):
-            args = (*inputs, shift, name, dim, True, True, True, True, shift is not None)
-            return graph_ms(lambda: triton_squash._launch_backward(*args), quick)
+        def bwd_ms(name, knobs=None, shift=shift, inputs=(dy, x, a, w), dim=dim):
+            args = (*inputs, shift, name, dim, True, True, True, True, shift is not None, knobs)
+            return graph_ms(lambda: launch_backward(*args), quick)
 
-        triton_squash.TUNING["per_function"] = saved
-        current = {"fwd": fwd_ms(fn), "bwd": bwd_ms(fn)}
-        triton_squash.TUNING["per_function"] = {}
-        ref = {"fwd": fwd_ms("tanh", None), "bwd": bwd_ms("tanh", None)}
-        base = {"fwd": fwd_ms(fn), "bwd": bwd_ms(fn)}
+        current = {"fwd": fwd_ms(fn), "bwd": bwd_ms(fn)}  # fn's own tuning
+        ref = {"fwd": fwd_ms("tanh", shift=None), "bwd": bwd_ms("tanh", shift=None)}
+        base = {"fwd": fwd_ms(fn, NO_OVERRIDES), "bwd": bwd_ms(fn, NO_OVERRIDES)}  # the shared heuristic alone
         label_shape = "x".join(map(str, shape))
         for stage, measure in (("fwd", fwd_ms), ("bwd", bwd_ms)):
             if stage not in stages:
                 continue
             floor = (2 if stage == "fwd" else 3) * n_bytes / bw / 1e6
-            if current_only:
-                grid = []
-            elif stage == "fwd":
-                grid = itertools.product([4096, 8192], [8, 16, 32], [None, 32, 40], [None])
-            else:
-                grid = itertools.product([1024, 2048], [4, 8], [None, 128], [2, 3, 4] if not quick else [4],
-                                         [False, True])
-            print(f"sweep {fn} {stage} {label_shape} bf16: {fn} at its current knobs {current[stage]:.4f} ms "
+            grid = [] if current_only else sweep_fn_grid(stage, quick)
+            print(f"sweep {fn} {stage} {label_shape} bf16: {fn} at its current tuning {current[stage]:.4f} ms "
                   f"({100 * (current[stage] / ref[stage] - 1):+.1f}% vs tanh {ref[stage]:.4f} ms)", flush=True)
-            rows.append(Row(f"sweep {fn} {stage}", label_shape, "bf16", f"{fn} current knobs",
+            rows.append(Row(f"sweep {fn} {stage}", label_shape, "bf16", f"{fn} current tuning",
                             current[stage] if stage == "fwd" else None, None,
                             100 * floor / current[stage] if stage == "fwd" else None,
                             current[stage] if stage == "bwd" else None,
                             100 * floor / current[stage] if stage == "bwd" else None, None,
                             note=f"tanh default {ref[stage]:.4f} ms, {100 * (current[stage] / ref[stage] - 1):+.1f}%"))
             results = []
-            for tile, warps, maxnreg, pps, *fit in grid:
-                knobs = {f"{stage}_tile": tile, f"{stage}_warps": warps, f"{stage}_maxnreg": maxnreg}
-                if pps is not None:
-                    knobs["programs_per_sm"] = pps
-                if fit:
-                    knobs["bwd_fit_wave"] = fit[0]
-                triton_squash.TUNING["per_function"] = {fn: knobs}
-                label = (f"tile={tile} warps={warps} maxnreg={maxnreg}" + (f" pps={pps}" if pps else "")
-                         + (" fit-wave" if fit and fit[0] else ""))
+            for label, knobs in grid:
                 try:
-                    ms = measure(fn)
+                    ms = measure(fn, knobs)
                 except Exception as exc:  # e.g. too many registers for the block at one configuration
                     print(f"  {stage} {label}: failed ({type(exc).__name__})")
                     continue
                 results.append((ms, label, 100 * floor / ms))
             results.sort()
-            print(f"sweep {fn} {stage} {label_shape} bf16 (tanh default {ref[stage]:.4f} ms, {fn} default "
-                  f"{base[stage]:.4f} ms): best first")
+            print(f"sweep {fn} {stage} {label_shape} bf16 (tanh default {ref[stage]:.4f} ms, {fn} on the shared "
+                  f"heuristic {base[stage]:.4f} ms): best first")
             for ms, label, pct in results[:8]:
                 print(f"  {ms:8.4f} ms {pct:5.1f}%  {100 * (ms / ref[stage] - 1):+5.1f}% vs tanh  {label}")
                 rows.append(Row(f"sweep {fn} {stage}", label_shape, "bf16", label,
                                 ms if stage == "fwd" else None, None, pct if stage == "fwd" else None,
                                 ms if stage == "bwd" else None, pct if stage == "bwd" else None, None,
                                 note=f"tanh default {ref[stage]:.4f} ms"))
-    triton_squash.TUNING["per_function"] = saved
     return rows
 
 
@@ -474,48 +477,18 @@ def host_overhead(shape=(4096, 1024), calls: int = 300) -> None:
     pstats.Stats(prof).sort_stats("tottime").print_stats(20)
 
 
-def sweep_split(bw, quick) -> list[Row]:
-    """Forward on token widths that are not powers of two (ViT-B 768, 1280, 1536): whole-row masked tiles against
-    the split-row view, over tile sizes and warps."""
-    import itertools
-
-    from dyt_bench.ops import triton_squash
-
-    defaults = dict(triton_squash.TUNING)
-    rows = []
-    for shape in [(50432, 768), (32768, 1280), (25216, 1536)]:
-        x, a, w, b, _ = make_inputs(shape, torch.bfloat16, -1)
-        f = ours()
-        floor = 2 * x.numel() * 2 / bw / 1e6
-        results = []
-        for split, tile, warps in itertools.product([False, True], [1024, 2048, 4096, 8192], [2, 4, 8]):
-            triton_squash.TUNING.update(defaults)
-            triton_squash.TUNING.update({"fwd_split_rows": split, "fwd_tile": tile, "fwd_warps": warps})
-            with torch.no_grad():
-                ms = graph_ms(lambda: f(x, a, w, b), quick)  # noqa: B023 (called at once)
-            results.append((ms, f"split={split} tile={tile} warps={warps}", 100 * floor / ms))
-        triton_squash.TUNING.update(defaults)
-        results.sort()
-        print(f"sweep split {'x'.join(map(str, shape))} bf16 forward:")
-        for ms, label, pct in results[:10]:
-            print(f"  {ms:8.4f} ms {pct:5.1f}%  {label}")
-            rows.append(Row("sweep split", "x".join(map(str, shape)), "bf16", label, ms, None, pct, None, None, None))
-    return rows
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions per measurement")
-    parser.add_argument("--sweep", action="store_true", help="also sweep the block-shape knobs")
+    parser.add_argument("--sweep", action="store_true", help="also sweep the block-shape heuristic")
     parser.add_argument("--sweep-wide", action="store_true", help="sweep forward column blocks up to 8192 (wide C)")
-    parser.add_argument("--sweep-split", action="store_true", help="sweep the split-row forward on C = 768, 1280, 1536")
-    parser.add_argument("--sweep-fn", metavar="FN", help="sweep one function's own knobs (e.g. erf) against tanh")
+    parser.add_argument("--sweep-fn", metavar="FN", help="sweep one function's own tuning (e.g. erf) against tanh")
     parser.add_argument("--sweep-shapes", default=SWEEP_FN_SHAPES,
                         help="--sweep-fn's shapes, comma-separated (2-D: tokens; 3-/4-D: feature maps)")
     parser.add_argument("--sweep-stages", nargs="+", choices=("fwd", "bwd"), default=["fwd", "bwd"],
                         help="--sweep-fn's stages")
     parser.add_argument("--sweep-current-only", action="store_true",
-                        help="--sweep-fn times only the function's current knobs against tanh (no grid)")
+                        help="--sweep-fn times only the function's current tuning against tanh (no grid)")
     parser.add_argument("--json", help="write every row here")
     parser.add_argument("--host", action="store_true", help="also measure host (CPU) time per call, and profile ours")
     parser.add_argument("--markdown", help="write the markdown table here")
@@ -567,7 +540,7 @@ def main(argv=None) -> int:
             print(format_row(r), flush=True)
             rows.append(r)
     if "functions" in only:
-        impls = {f"{fn} ours (triton)": ours(fn=fn) for fn in ("tanh", "hardtanh", "sigmoid", "identity")}
+        impls = {f"{fn} ours (triton)": ours(fn=fn) for fn in ALL_FUNCTIONS if fn != "erf"}  # erf: as Derf
         impls["erf ours (triton), Derf with learnable shift"] = ours_derf()
         rows += bench_rows("functions", (32768, 4096), "bf16", impls, -1, bw, args.quick)
         rows += bench_rows("functions", (50432, 768), "bf16", impls, -1, bw, args.quick)
@@ -599,8 +572,6 @@ def main(argv=None) -> int:
         rows += sweep(bw, args.quick)
     if args.sweep_wide:
         rows += sweep(bw, args.quick, wide=True)
-    if args.sweep_split:
-        rows += sweep_split(bw, args.quick)
     if args.sweep_fn:
         rows += sweep_fn(bw, args.quick, args.sweep_fn, args.sweep_shapes, args.sweep_stages,
                          args.sweep_current_only)

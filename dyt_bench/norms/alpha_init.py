@@ -28,12 +28,19 @@ def recommend_alpha_init(width: int) -> float:
     raise AssertionError("unreachable")
 
 
+def build_parser():
+    """The ``dyt-bench alpha-init`` options (jsonargparse: also from a YAML file with ``--config``)."""
+    import jsonargparse
+
+    parser = jsonargparse.ArgumentParser(prog="dyt-bench alpha-init", description=recommend_alpha_init.__doc__)
+    parser.add_argument("--config", action=jsonargparse.ActionConfigFile, help="options from a YAML file")
+    parser.add_argument("--width", type=int, required=True, nargs="+", help="hidden size(s) of the model")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """``dyt-bench alpha-init --width N``: print the recommended α0 for a model width."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="dyt-bench alpha-init", description=recommend_alpha_init.__doc__)
-    parser.add_argument("--width", type=int, required=True, nargs="+", help="hidden size(s) of the model")
+    parser = build_parser()
     args = parser.parse_args(argv)
     for width in args.width:
         try:
@@ -41,3 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             parser.error(str(err))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -81,7 +81,8 @@ class SquashNorm(nn.Module):
 class ChannelsFirstLayerNorm(nn.Module):
     """LayerNorm over dim 1 of a (B, C, ...) tensor, computed in place without permuting to channels-last."""
 
-    def __init__(self, num_features: int, eps: float = 1e-6, affine: bool = True, bias: bool = True, device=None, dtype=None):
+    def __init__(self, num_features: int, eps: float = 1e-6, affine: bool = True, bias: bool = True, device=None,
+                 dtype=None):
         super().__init__()
         self.num_features = num_features
         self.eps = eps

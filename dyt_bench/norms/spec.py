@@ -5,23 +5,30 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal, get_args
 
-NormKind = Literal["layernorm", "batchnorm", "rmsnorm", "dyt", "tanh", "hardtanh", "sigmoid", "identity", "derf"]
+from dyt_bench.coerce import check_fields
+from dyt_bench.ops.functions import DEFAULT_ALPHA_INIT_FIXED, DEFAULT_ALPHA_INIT_LEARNABLE, KINDS, POINTWISE_KINDS
+
+STATISTIC_KINDS = ("layernorm", "batchnorm", "rmsnorm")
+# The point-wise kinds come from the squash-function registry (ops/functions.py): a new function's kinds appear here.
+SQUASH_KINDS: tuple[str, ...] = POINTWISE_KINDS
+NORM_KINDS: tuple[str, ...] = STATISTIC_KINDS + SQUASH_KINDS
+# the kinds whose α is learnable by default, and those with a learnable scalar shift inside f (Derf)
+LEARNABLE_ALPHA_KINDS = tuple(name for name, (_, kind) in KINDS.items() if kind.learnable_alpha)
+SHIFT_KINDS = tuple(name for name, (_, kind) in KINDS.items() if kind.shift)
+# The squash function each point-wise kind applies; `dyt` is tanh with a learnable alpha.
+SQUASH_FN: dict[str, str] = {name: fn.name for name, (fn, _) in KINDS.items()}
+
+NormKind = Literal[NORM_KINDS]  # the same names, as a type (jsonargparse validates configs with it)
 NormImpl = Literal["auto", "triton", "eager"]
 Layout = Literal["channels_last", "channels_first"]
 
-NORM_KINDS: tuple[str, ...] = get_args(NormKind)
 IMPLS: tuple[str, ...] = get_args(NormImpl)
 LAYOUTS: tuple[str, ...] = get_args(Layout)
-STATISTIC_KINDS = ("layernorm", "batchnorm", "rmsnorm")
-SQUASH_KINDS = ("dyt", "tanh", "hardtanh", "sigmoid", "identity", "derf")
-LEARNABLE_ALPHA_KINDS = ("dyt", "derf")  # α is learnable by default only for these
 
-# The squash function each point-wise kind applies; `dyt` is tanh with a learnable alpha.
-SQUASH_FN = {"dyt": "tanh", "tanh": "tanh", "hardtanh": "hardtanh", "sigmoid": "sigmoid", "identity": "identity",
-             "derf": "erf"}
-
-DEFAULT_ALPHA_INIT_LEARNABLE = 0.5  # the paper's default for DyT outside LLMs
-DEFAULT_ALPHA_INIT_FIXED = 1.0
+__all__ = [
+    "DEFAULT_ALPHA_INIT_FIXED", "DEFAULT_ALPHA_INIT_LEARNABLE", "IMPLS", "LAYOUTS", "LEARNABLE_ALPHA_KINDS",
+    "NORM_KINDS", "SHIFT_KINDS", "SQUASH_FN", "SQUASH_KINDS", "STATISTIC_KINDS", "NormSpec", "check_choice",
+]
 
 
 def check_choice(field: str, value, allowed) -> None:
@@ -35,14 +42,15 @@ class NormSpec:
     """Which normalization layer to place.
 
     Args:
-        kind: layernorm, batchnorm, rmsnorm (statistics-based) or dyt, tanh, hardtanh, sigmoid, identity, derf
-            (point-wise ``weight * f(alpha * x) + bias``; ``dyt`` is tanh with a learnable alpha; ``derf`` is
-            ``weight * erf(alpha * x + shift) + bias`` with a learnable scalar shift, Chen et al. 2025).
+        kind: layernorm, batchnorm, rmsnorm (statistics-based) or a point-wise kind of the squash-function
+            registry (ops/functions.py): dyt, tanh, hardtanh, sigmoid, identity, derf, ... (``weight * f(alpha * x)
+            + bias``; ``dyt`` is tanh with a learnable alpha; ``derf`` is ``weight * erf(alpha * x + shift) + bias``
+            with a learnable scalar shift, Chen et al. 2025). ``NormFactory.kinds()`` lists them all.
         alpha_init: initial alpha of the point-wise kinds. Default: 0.5 when alpha is learnable, 1.0 when fixed.
             ``auto``: the paper's LLM width rule (``recommend_alpha_init``) applied to each layer's channel count.
             Ignored by the statistics-based kinds, so one config can switch ``kind`` alone.
-        learnable_alpha: whether alpha is a trained parameter (else a fixed buffer). Default: true for ``dyt`` and
-            ``derf``, false for tanh / hardtanh / sigmoid / identity.
+        learnable_alpha: whether alpha is a trained parameter (else a fixed buffer). Default: the kind's (true for
+            ``dyt`` and ``derf``, false for tanh / hardtanh / sigmoid / identity).
         shift_init, learnable_shift: Derf's scalar shift ``s`` (init 0, learnable by default); other kinds have none.
         impl: implementation of the point-wise op: auto (Triton on CUDA, eager elsewhere), triton, eager.
         eps: epsilon of the statistics-based kinds. Default: keep the replaced layer's epsilon (1e-6 for new layers).
@@ -60,19 +68,24 @@ class NormSpec:
     affine: bool | None = None
 
     def __post_init__(self) -> None:
-        check_choice("norm.kind", self.kind, NORM_KINDS)
+        from .factory import NormFactory  # the factory imports this module: the kinds it builds, read at run time
+
+        check_choice("norm.kind", self.kind, NormFactory.kinds())
         if self.affine is not None and not isinstance(self.affine, bool):
-            raise ValueError(f"norm.affine must be true, false or null (keep the replaced layer's); got {self.affine!r}")
+            raise ValueError("norm.affine must be true, false or null (keep the replaced layer's); "
+                             f"got {self.affine!r}")
         check_choice("norm.impl", self.impl, IMPLS)
         if self.alpha_init is not None and self.alpha_init != "auto":
             if isinstance(self.alpha_init, bool) or not isinstance(self.alpha_init, (int, float)):
                 raise ValueError(f"norm.alpha_init must be a number or 'auto'; got {self.alpha_init!r}")
             if not self.alpha_init == self.alpha_init:  # NaN
                 raise ValueError("norm.alpha_init must be a finite number; got nan")
-        if isinstance(self.shift_init, bool) or not isinstance(self.shift_init, (int, float)) or self.shift_init != self.shift_init:
+        shift = self.shift_init
+        if isinstance(shift, bool) or not isinstance(shift, (int, float)) or shift != shift:  # also NaN
             raise ValueError(f"norm.shift_init must be a finite number; got {self.shift_init!r}")
         if self.eps is not None and not (isinstance(self.eps, (int, float)) and self.eps > 0):
             raise ValueError(f"norm.eps must be a positive number; got {self.eps!r}")
+
     @property
     def is_squash(self) -> bool:
         return self.kind in SQUASH_KINDS
@@ -115,7 +128,7 @@ class NormSpec:
 
     @property
     def has_shift(self) -> bool:
-        return self.kind == "derf"
+        return self.kind in SHIFT_KINDS
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -136,9 +149,6 @@ class NormSpec:
         if isinstance(value, str):
             return cls(kind=value)
         if isinstance(value, dict):
-            allowed = {"kind", "alpha_init", "learnable_alpha", "impl", "eps", "shift_init", "learnable_shift"}
-            unknown = set(value) - allowed
-            if unknown:
-                raise ValueError(f"unknown norm field(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed))}")
+            check_fields(cls, value, "norm")
             return cls(**value)
         raise TypeError(f"norm must be a NormSpec, a dict or a kind name; got {type(value).__name__}")

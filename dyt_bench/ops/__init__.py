@@ -1,15 +1,29 @@
-"""The squash-affine op ``weight * f(alpha * x) + bias`` and its implementation dispatch (Triton on CUDA, eager elsewhere)."""
+"""The squash-affine op ``weight * f(alpha * x) + bias`` and its implementation dispatch (Triton on CUDA, else eager).
+
+The functions ``f`` are those of the registry ``dyt_bench.ops.functions``.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from dyt_bench.ops.reference import ALL_FUNCTIONS, CHANNEL_DIMS, SQUASH_FUNCTIONS, squash_affine_reference
+from dyt_bench.ops.functions import FUNCTIONS
+from dyt_bench.ops.reference import (
+    ALL_FUNCTIONS,
+    CHANNEL_DIMS,
+    EXTRA_FUNCTIONS,
+    SQUASH_FUNCTIONS,
+    check_squash_args,
+    squash_affine_reference,
+)
 
 IMPLS = ("auto", "triton", "eager")
 FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-__all__ = ["ALL_FUNCTIONS", "CHANNEL_DIMS", "FUSED_DTYPES", "IMPLS", "SQUASH_FUNCTIONS", "squash_affine", "squash_affine_reference", "triton_available"]
+__all__ = [
+    "ALL_FUNCTIONS", "CHANNEL_DIMS", "EXTRA_FUNCTIONS", "FUNCTIONS", "FUSED_DTYPES", "IMPLS", "SQUASH_FUNCTIONS",
+    "check_squash_args", "squash_affine", "squash_affine_reference", "triton_available",
+]
 
 
 _TRITON_AVAILABLE: bool | None = None
@@ -20,7 +34,7 @@ def triton_available() -> bool:
     global _TRITON_AVAILABLE
     if _TRITON_AVAILABLE is None:
         try:
-            from dyt_bench.ops import triton_squash  # noqa: F401
+            import dyt_bench.ops.triton.op  # noqa: F401
         except ImportError:
             _TRITON_AVAILABLE = False
         else:
@@ -54,6 +68,6 @@ def squash_affine(
     if not triton_available():
         raise RuntimeError("impl='triton' was requested but Triton is not installed (pip install triton); "
                            "use impl='auto' or 'eager'")
-    from dyt_bench.ops.triton_squash import squash_affine_triton
+    from dyt_bench.ops.triton.op import squash_affine_triton
 
     return squash_affine_triton(x, alpha, weight, bias, fn=fn, channel_dim=channel_dim, shift=shift)

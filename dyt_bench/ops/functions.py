@@ -91,6 +91,9 @@ FUNCTIONS: dict[str, SquashFunction] = {
             kernel_code=4, ablation=False,
             kinds=(PointwiseKind("derf", learnable_alpha=True, shift=True,
                                  description="Derf: γ · erf(αx + s) + β, α and the shift s learnable"),)),
+        SquashFunction(
+            "softsign", F.softsign, lambda z: 1 / (1 + z.abs()) ** 2, 1.0, kernel_code=5, ablation=False,
+            kinds=(PointwiseKind("softsign", description="γ · αx / (1 + |αx|) + β, α fixed unless learnable_alpha"),)),
     )
 }
 

@@ -8,26 +8,18 @@ shift is Derf (Chen et al., "Stronger Normalization-Free Transformers").
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-SQUASH_FUNCTIONS = ("tanh", "hardtanh", "sigmoid", "identity")  # what every implementation supports
-EXTRA_FUNCTIONS = ("erf",)  # Derf's squash (with a shift); not one of the paper's Table 8 ablations
-ALL_FUNCTIONS = SQUASH_FUNCTIONS + EXTRA_FUNCTIONS
+from dyt_bench.ops.functions import ALL_FUNCTIONS, EXTRA_FUNCTIONS, SQUASH_FUNCTIONS, get_function
+
 CHANNEL_DIMS = (-1, 1)
+
+__all__ = ["ALL_FUNCTIONS", "CHANNEL_DIMS", "EXTRA_FUNCTIONS", "SQUASH_FUNCTIONS", "check_squash_args",
+           "squash_affine_reference"]
 
 
 def _squash(z: torch.Tensor, fn: str) -> torch.Tensor:
-    if fn == "tanh":
-        return torch.tanh(z)
-    if fn == "hardtanh":
-        return F.hardtanh(z)
-    if fn == "sigmoid":
-        return torch.sigmoid(z)
-    if fn == "identity":
-        return z
-    if fn == "erf":
-        return torch.erf(z)
-    raise ValueError(f"fn must be one of {ALL_FUNCTIONS}, got {fn!r}")
+    """``f(z)`` by the registry's formula (ops/functions.py)."""
+    return get_function(fn).formula(z)
 
 
 def check_squash_args(x: torch.Tensor, alpha, weight, bias, fn: str, channel_dim: int, shift=None) -> int:
@@ -48,7 +40,8 @@ def check_squash_args(x: torch.Tensor, alpha, weight, bias, fn: str, channel_dim
         raise ValueError(f"alpha must be a scalar (one element), got shape {tuple(alpha.shape)}")
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and (p.dim() != 1 or p.shape[0] != channels):
-            raise ValueError(f"{name} must have shape ({channels},) for channel_dim={channel_dim}, got {tuple(p.shape)}")
+            raise ValueError(f"{name} must have shape ({channels},) for channel_dim={channel_dim}, "
+                             f"got {tuple(p.shape)}")
     return dim
 
 

@@ -1,6 +1,6 @@
-"""Every norm kind's forward against float64 math; init, parameters, gradients and layouts."""
-
-import math
+"""Every norm kind's forward against float64 math; init, parameters, gradients and layouts. The point-wise kinds
+and their formulas come from the squash-function registry (ops/functions.py; its formulas are checked against
+published math in tests/ops/test_squash_functions.py)."""
 
 import numpy as np
 import pytest
@@ -8,16 +8,13 @@ import torch
 from torch import nn
 
 from dyt_bench.norms import NORM_KINDS, SQUASH_KINDS, NormSpec, SquashNorm, build_norm
+from dyt_bench.norms.spec import SHIFT_KINDS, SQUASH_FN
+from dyt_bench.ops.functions import FUNCTIONS
 
-SQUASH_NP = {
-    "tanh": np.tanh,
-    "hardtanh": lambda z: np.clip(z, -1.0, 1.0),
-    "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)),
-    "identity": lambda z: z,
-    "erf": np.vectorize(math.erf),
-}
-KIND_FN = {"dyt": "tanh", "tanh": "tanh", "hardtanh": "hardtanh", "sigmoid": "sigmoid", "identity": "identity",
-           "derf": "erf"}
+
+def _f64(kind: str, fn_attr: str, z: np.ndarray) -> np.ndarray:
+    """The registry's formula (or derivative) of ``kind``'s function, in float64."""
+    return getattr(FUNCTIONS[SQUASH_FN[kind]], fn_attr)(torch.from_numpy(np.asarray(z, dtype=np.float64))).numpy()
 
 
 def _randomise_affine(layer: nn.Module, gen: torch.Generator) -> None:
@@ -36,7 +33,7 @@ def _expected_float64(kind: str, x: np.ndarray, layer: nn.Module, layout: str, e
     if kind in SQUASH_KINDS:
         a = float(layer.alpha.item())
         shift = float(layer.shift.item()) if layer.shift is not None else 0.0
-        y = w * SQUASH_NP[KIND_FN[kind]](a * xl + shift) + b
+        y = w * _f64(kind, "formula", a * xl + shift) + b
     elif kind == "layernorm":
         mu = xl.mean(-1, keepdims=True)
         var = ((xl - mu) ** 2).mean(-1, keepdims=True)
@@ -93,7 +90,7 @@ def test_squash_init_and_parameters(kind, learnable):
     assert layer.alpha.shape == (1,) and layer.alpha.item() == pytest.approx(0.3)
     params = dict(layer.named_parameters())
     buffers = dict(layer.named_buffers())
-    shift = {"shift"} if kind == "derf" else set()  # Derf's learnable shift, init 0
+    shift = {"shift"} if kind in SHIFT_KINDS else set()  # Derf's learnable shift, init 0
     if learnable:
         assert set(params) == {"alpha", "weight", "bias"} | shift and not buffers
     else:
@@ -103,6 +100,7 @@ def test_squash_init_and_parameters(kind, learnable):
 
 def test_alpha_defaults():
     assert NormSpec("dyt").resolved_learnable_alpha and NormSpec("dyt").resolved_alpha_init == 0.5
+    assert NormSpec("derf").resolved_learnable_alpha and NormSpec("derf").resolved_alpha_init == 0.5
     for kind in ("tanh", "hardtanh", "sigmoid", "identity"):
         spec = NormSpec(kind)
         assert not spec.resolved_learnable_alpha and spec.resolved_alpha_init == 1.0
@@ -123,13 +121,7 @@ def test_alpha_gradient_matches_analytic(kind, layout):
     w = layer.weight.detach().double().numpy()
     w = w.reshape((1, -1, 1, 1)) if layout == "channels_first" else w
     z = a * xn
-    deriv = {
-        "tanh": 1 - np.tanh(z) ** 2,
-        "hardtanh": ((z > -1) & (z < 1)).astype(np.float64),
-        "sigmoid": (1 / (1 + np.exp(-z))) * (1 - 1 / (1 + np.exp(-z))),
-        "identity": np.ones_like(z),
-        "erf": 2 / math.sqrt(math.pi) * np.exp(-z * z),
-    }[KIND_FN[kind]]
+    deriv = _f64(kind, "derivative", z)
     expected = float((dyn * w * deriv * xn).sum())
     assert layer.alpha.grad is not None
     assert layer.alpha.grad.item() == pytest.approx(expected, rel=1e-4, abs=1e-5)

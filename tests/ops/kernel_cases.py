@@ -1,29 +1,44 @@
-"""The fused Triton squash-affine kernels against float64 math and the eager reference.
+"""The fused Triton squash-affine kernels against float64 math and the eager reference, for every function of the
+registry (ops/functions.py).
 
 Runs on CUDA tensors when a GPU is present, otherwise on CPU tensors through Triton's interpreter; in the default
 suite ``test_ops_triton.py`` runs this file in a subprocess with ``TRITON_INTERPRET=1`` (the variable must be set
-before Triton compiles anything). Run it directly with ``TRITON_INTERPRET=1 python -m pytest tests/kernel_cases.py``.
+before Triton compiles anything). Run it directly: ``python tests/ops/kernel_cases.py`` on a GPU,
+``TRITON_INTERPRET=1 python tests/ops/kernel_cases.py`` on CPU (pytest options may follow, e.g. ``-k erf``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import zlib
+from pathlib import Path
 
 import pytest
-import torch
+
+if __name__ == "__main__":  # python tests/ops/kernel_cases.py [pytest options]: this file's tests, from a checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.exit(pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]]))
+
+import torch  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 if not INTERPRET and not torch.cuda.is_available():
     pytest.skip("needs CUDA or TRITON_INTERPRET=1", allow_module_level=True)
 
 from dyt_bench.norms import NormSpec, build_norm  # noqa: E402
-from dyt_bench.ops import squash_affine, squash_affine_reference, triton_squash  # noqa: E402
-from dyt_bench.ops.triton_squash import squash_affine_triton  # noqa: E402
+from dyt_bench.ops import squash_affine, squash_affine_reference  # noqa: E402
+from dyt_bench.ops.functions import ALL_FUNCTIONS, FUNCTIONS, POINTWISE_KINDS  # noqa: E402
+from dyt_bench.ops.triton import blocks, launch, squash_affine_triton  # noqa: E402
 
 DEVICE = "cpu" if INTERPRET else "cuda"
-FUNCTIONS = ("tanh", "hardtanh", "sigmoid", "identity", "erf")
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 1e-2}
+
+
+def has_shift(fn: str) -> bool:
+    """Whether a norm kind applies ``fn`` with a shift (Derf's erf): those functions are tested with one."""
+    return any(kind.shift for kind in FUNCTIONS[fn].kinds)
 
 
 def rel_err(value: torch.Tensor, ref: torch.Tensor) -> float:
@@ -77,7 +92,7 @@ def run_kernel(x, a, w, b, s, dy, fn, channel_dim, grads_of, dtype, param_dtype,
 SHAPES = [  # (shape, channel_dim): tokens with C a power of two and not, feature maps with odd spatial sizes
     ((3, 7, 96), -1),
     ((37, 100), -1),
-    ((5, 3, 192), -1),  # C = 3 × 64: where the forward may use its split-row view
+    ((5, 3, 192), -1),  # C = 3 × 64: whole-row forward tiles with masked lanes
     ((6, 1280), -1),  # a wide token row: 2048-column masked tiles, several rows per tile
     ((3, 2, 1024), -1),  # C a multiple of 1024: the backward's 1024-column blocks
     ((3, 5120), -1),  # rows of 4097-8192 channels: one 8192-column masked forward tile of two rows (erf: 4096)
@@ -86,7 +101,7 @@ SHAPES = [  # (shape, channel_dim): tokens with C a power of two and not, featur
 ]
 
 
-@pytest.mark.parametrize("fn", FUNCTIONS)
+@pytest.mark.parametrize("fn", ALL_FUNCTIONS)
 @pytest.mark.parametrize("shape, channel_dim", SHAPES)
 def test_float32_matches_float64(fn, shape, channel_dim):
     assert_float32_matches_float64(fn, shape, channel_dim, seed=zlib.crc32(f"{fn}{shape}".encode()))
@@ -94,7 +109,7 @@ def test_float32_matches_float64(fn, shape, channel_dim):
 
 def assert_float32_matches_float64(fn, shape, channel_dim, seed):
     """y and every gradient of the float32 kernels within 1e-5 of float64 math (dα, dshift: see below)."""
-    x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=seed, shift=fn == "erf")
+    x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=seed, shift=has_shift(fn))
     grads_of = ["x", "alpha", "weight", "bias"] + (["shift"] if s is not None else [])
     y64, g64 = float64_grads(x, a, w, b, s, dy, fn, channel_dim, grads_of)
     y, g = run_kernel(x, a, w, b, s, dy, fn, channel_dim, grads_of, torch.float32, torch.float32)
@@ -173,8 +188,8 @@ def test_channels_last_memory_format_and_non_contiguous_inputs():
 def test_second_stage_in_many_small_blocks(monkeypatch, shape, channel_dim):
     """The kernel that adds up the per-program partials, with tiles so small that every one of its loops runs
     several times: (sample, program) pairs for dγ/dβ over many blocks, and the per-program dα/dshift sums too."""
-    monkeypatch.setattr(triton_squash, "_FINISH_TILE", 16)
-    monkeypatch.setattr(triton_squash, "_FINISH_BLOCK_C", 8)
+    monkeypatch.setattr(blocks, "FINISH_TILE", 16)
+    monkeypatch.setattr(blocks, "FINISH_BLOCK_C", 8)
     x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=21, shift=True)
     grads_of = ["x", "alpha", "weight", "bias", "shift"]
     y64, g64 = float64_grads(x, a, w, b, s, dy, "erf", channel_dim, grads_of)
@@ -287,32 +302,63 @@ def test_over_two_billion_elements_uses_int64_offsets():
     assert rel_err(wg.grad, ref_w) <= 1e-3
 
 
-def test_split_row_forward_view():
-    """The optional split-row forward (C = k · 2^n seen as k rows per token) computes the same y."""
-    from dyt_bench.ops import triton_squash
+@pytest.mark.parametrize("kind", POINTWISE_KINDS)
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+def test_every_pointwise_kind_layer_matches_eager(kind, layout):
+    """Each norm kind of the registry, built as a layer with impl="triton", against the same layer in eager."""
+    fused = build_norm(NormSpec(kind, impl="triton", alpha_init=0.7, shift_init=0.2), 12, layout).to(DEVICE)
+    eager = build_norm(NormSpec(kind, impl="eager", alpha_init=0.7, shift_init=0.2), 12, layout).to(DEVICE)
+    with torch.no_grad():
+        fused.weight.uniform_(0.5, 1.5)
+        fused.bias.uniform_(-0.5, 0.5)
+    eager.load_state_dict(fused.state_dict())
+    gen = torch.Generator().manual_seed(zlib.crc32(kind.encode()))
+    x = (torch.randn(3, 5, 12, generator=gen) if layout == "channels_last" else
+         torch.randn(2, 12, 3, 5, generator=gen)).mul(2).to(DEVICE)
+    assert rel_err(fused(x), eager(x)) <= 1e-6
 
-    x, a, w, b, s, dy = make_inputs((6, 5, 192), -1, seed=21)
-    y64, _ = float64_grads(x, a, w, b, s, dy, "tanh", -1, ["x"])
-    saved = triton_squash.TUNING["fwd_split_rows"]
-    try:
-        for split in (False, True):
-            triton_squash.TUNING["fwd_split_rows"] = split
-            y, _ = run_kernel(x, a, w, b, s, dy, "tanh", -1, ["x"], torch.float32, torch.float32)
-            assert rel_err(y, y64) <= 1e-5, split
-    finally:
-        triton_squash.TUNING["fwd_split_rows"] = saved
+
+def _ops_benchmark():
+    """benchmarks/ops.py as a module (it is a script, not part of the package)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "ops.py"
+    spec = importlib.util.spec_from_file_location("ops_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
-@pytest.mark.skipif(INTERPRET, reason="the one-wave launch reads the compiled kernel's registers: CUDA only")
-@pytest.mark.parametrize("fn", ["tanh", "erf"])
-@pytest.mark.parametrize("shape, channel_dim", [((4096, 768), -1), ((2048, 4096), -1), ((8, 96, 28, 28), 1)])
-def test_one_wave_backward_matches_float64(monkeypatch, fn, shape, channel_dim):
-    """``TUNING["bwd_fit_wave"]``: the backward launches only as many programs per SM as the compiled kernel keeps
-    resident; the gradients are those of float64 math all the same."""
-    from dyt_bench.ops import triton_squash as ts
-
-    monkeypatch.setitem(ts.TUNING, "bwd_fit_wave", True)
-    monkeypatch.setitem(ts.TUNING, "programs_per_sm", 32)  # more than ever fit: the cap always applies
-    ts._RESIDENT.clear()
-    assert_float32_matches_float64(fn, shape, channel_dim, seed=11)
-    assert ts._RESIDENT and all(1 <= r <= 32 for r in ts._RESIDENT.values())
+def test_benchmark_sweeps_build_and_launch_their_configurations():
+    """Every configuration of benchmarks/ops.py's sweeps (--sweep, --sweep-wide, --sweep-fn) gives the heuristic
+    valid tiles, and each distinct launch among them computes what the reference does (forward, and the backward's
+    parameter gradients) on small token matrices and a feature map."""
+    bench = _ops_benchmark()
+    grids = {("tanh", "fwd"): bench.sweep_grid("fwd") + bench.sweep_grid("fwd", wide=True),
+             ("tanh", "bwd"): bench.sweep_grid("bwd")}
+    for stage in ("fwd", "bwd"):
+        grids[("erf", stage)] = bench.sweep_fn_grid(stage, quick=False) + bench.sweep_fn_grid(stage, quick=True)
+    assert all(len(configs) >= 8 for configs in grids.values())
+    for shape, channel_dim in (((6, 96), -1), ((5, 640), -1), ((2, 8, 5, 7), 1)):
+        x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=31, shift=True)
+        xt, dyt, at, wt, bt = (t.float().to(DEVICE) for t in (x, dy, a, w, b))
+        dim = channel_dim % x.dim()
+        xv, channels_last, rows, cols, _ = launch.matrix_view(xt, dim)
+        for (fn, stage), configs in grids.items():
+            st = s.float().to(DEVICE) if fn == "erf" else None
+            y64, g64 = float64_grads(x, a, w, b, s if fn == "erf" else None, dy, fn, channel_dim, ["weight", "bias"])
+            launched = set()
+            for label, knobs in configs:
+                tiles = blocks.choose_blocks(rows, cols, stage, channels_last, fn, launch.sm_count(xt.device), knobs)
+                assert tiles.block_r >= 1 and tiles.block_l >= 1 and tiles.num_warps >= 1, label
+                if tiles in launched:
+                    continue  # the same kernel launch as a configuration already checked
+                launched.add(tiles)
+                if stage == "fwd":
+                    y = launch.launch_forward(xt, at, wt, bt, st, fn, dim, knobs)
+                    assert rel_err(y, y64) <= 1e-5, (fn, label)
+                else:
+                    _, sums = launch.launch_backward(dyt, xt, at, wt, st, fn, dim, False, True, True, False, False,
+                                                     knobs)
+                    c = x.shape[dim]
+                    assert rel_err(sums[:c], g64["weight"]) <= 1e-5, (fn, label)
+                    assert rel_err(sums[c:2 * c], g64["bias"]) <= 1e-5, (fn, label)
