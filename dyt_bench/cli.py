@@ -30,7 +30,7 @@ COMMANDS: dict[str, Command] = {
     "test": Command("dyt_bench.lightning_cli", "The test loop of a task from a config (and a checkpoint).", trainer=True),
     "grid": Command("dyt_bench.grid.cli", "Run every cell of an ablation grid (locally, or as a SLURM job array)."),
     "leaderboard": Command("dyt_bench.leaderboard.cli",
-                           "Tables from result.json files: mean ± std over seeds, Δ vs a baseline, the paper's numbers."),
+                           "Tables from result.json files: mean ± std, Diverge / Stalled, Δ with a 95% CI and Holm p."),
     "probe": Command("dyt_bench.analysis.probe",
                      "Hook every norm layer of a run on one batch: input/output scatter plots and tanh fits."),
     "alpha-init": Command("dyt_bench.norms.alpha_init", "The α₀ the paper's LLM width rule recommends for a width."),

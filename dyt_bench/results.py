@@ -26,7 +26,8 @@ class RunResult:
     """Everything a leaderboard needs about one run. ``metrics_final``/``metrics_best`` map logged names to floats.
 
     ``config`` is the resolved input config and nothing else; facts the run established while measuring (which FID
-    feature extractor, ...) go to ``evaluation``, and each metric's direction to ``metric_modes``.
+    feature extractor, ...) go to ``evaluation``, each metric's direction to ``metric_modes``, and the value a metric
+    takes for a model that learned nothing (where the task knows it) to ``chance``.
     """
 
     task: str
@@ -48,6 +49,7 @@ class RunResult:
     config: dict[str, Any] = field(default_factory=dict)
     norm_replacement: dict[str, Any] = field(default_factory=dict)
     metric_modes: dict[str, str] = field(default_factory=dict)  # logged metric -> "max" | "min", as the task declares
+    chance: dict[str, float] = field(default_factory=dict)  # logged metric -> its value at chance (e.g. 1/num_classes)
     evaluation: dict[str, Any] = field(default_factory=dict)  # how metrics were measured, e.g. {"fid_extractor": {...}}
     divergence: str | None = None
     error: str | None = None

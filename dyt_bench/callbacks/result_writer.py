@@ -32,6 +32,12 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _chance_levels(pl_module: pl.LightningModule) -> dict[str, float]:
+    """The task's chance level per metric (``chance_levels()``, e.g. 1/num_classes for accuracy); {} if it has none."""
+    levels = getattr(pl_module, "chance_levels", None)
+    return dict(levels()) if callable(levels) else {}
+
+
 def _batch_size(batch: Any) -> int:
     if isinstance(batch, torch.Tensor):
         return int(batch.shape[0])
@@ -160,6 +166,7 @@ class ResultWriter(pl.Callback):
             config=config,
             norm_replacement=report.to_dict() if report else {},
             metric_modes=getattr(pl_module, "metric_modes", {}),
+            chance=_chance_levels(pl_module),
             evaluation=getattr(pl_module, "evaluation", {}),
             started_at=self._started_at,
             **extra,

@@ -32,7 +32,7 @@ ATTEMPTS_DIR = "attempts"  # earlier failed / interrupted result.json files of a
 GRID_KEYS = ("name", "description", "base", "axes", "seeds", "output", "overrides", "baseline", "paper",
              "leaderboard", "slurm")
 LEADERBOARD_KEYS = ("rows", "cols", "metric", "value", "mode", "scale", "digits", "test", "alpha")
-PAPER_KEYS = ("source", "metric", "values")
+PAPER_KEYS = ("source", "version", "metric", "values")
 SLURM_KEYS = ("partition", "time", "gpus", "nodes", "account", "cpus_per_task", "mem_gb", "array_parallelism", "qos",
               "constraint", "additional")
 CONFIG_ROOTS = ("model", "data", "trainer", "seed_everything", "optimizer", "lr_scheduler", "ckpt_path")
@@ -332,7 +332,9 @@ def _parse_paper(paper: Any, spec: GridSpec) -> dict[str, Any]:
         e = {spec.axis(k).name: spec.axis(k).find(v).label for k, v in entry.items() if k != "value"}
         e["value"] = entry["value"]
         entries.append(e)
-    return {"source": str(paper.get("source", "")), "metric": paper.get("metric"), "values": entries}
+    version = paper.get("version")
+    return {"source": str(paper.get("source", "")), "version": None if version is None else str(version),
+            "metric": paper.get("metric"), "values": entries}
 
 
 def _parse_leaderboard(lb: Any, spec: GridSpec) -> dict[str, Any]:

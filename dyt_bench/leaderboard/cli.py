@@ -1,4 +1,4 @@
-"""Tables from result.json files: mean ± std over seeds, Δ vs a baseline, the paper's numbers.
+"""Leaderboard tables from result.json files: mean ± std, Diverge / Stalled, Δ with a 95% CI and a corrected test.
 
 ``dyt-bench leaderboard PATH…`` prints them in the terminal or writes Markdown, CSV, JSON, HTML or a PNG bar chart;
 options can also come from a YAML file (``--config``). Exit status 0, or 2 for bad input.
@@ -15,7 +15,16 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from dyt_bench.grid.spec import GridError
 from dyt_bench.leaderboard.collect import LeaderboardError, Record, collect, declared_modes
 from dyt_bench.leaderboard.render import DEFAULT_FORMAT, FORMATS, RENDERERS, SUFFIX_FORMATS, render
-from dyt_bench.leaderboard.stats import MODES, TESTS, VALUES, guess_mode
+from dyt_bench.leaderboard.stats import (
+    BOOTSTRAP_MIN_RUNS,
+    DEFAULT_ALPHA,
+    DEFAULT_STALL_MARGIN,
+    DEFAULT_TEST,
+    DEFAULT_VALUE,
+    MODES,
+    TESTS,
+    VALUES,
+)
 from dyt_bench.leaderboard.tables import DEFAULT_METRIC, Options, build_tables
 
 PROG = "dyt-bench leaderboard"
@@ -25,23 +34,31 @@ EXIT_BAD_INPUT = 2
 def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog=PROG,
-        description="Tables from result.json files: one per grid and task, mean ± std over seeds, Δ against the "
-                    "baseline with a significance test, the paper's numbers beside ours.")
+        description="Tables from result.json files: one per grid and task, mean ± std over seeds, divergence and "
+                    "stalls as outcomes, Δ against the baseline with a 95% CI and a Holm-corrected test, the paper's "
+                    "numbers beside ours.")
     p.add_argument("--config", action=ActionConfigFile, help="a YAML file of these options (paths: [...], metric: ...)")
     p.add_argument("paths", nargs="+", help="result directories (searched recursively), result.json files, and/or "
                                             "grid files (their output directory, axes, baseline and paper values)")
     p.add_argument("--metric", help=f"metric name as logged (default: the grid's, else {DEFAULT_METRIC})")
-    p.add_argument("--value", choices=VALUES, help="a run's best value over validations (default) or its final one")
-    p.add_argument("--mode", choices=MODES, help="direction of the metric (default: as the runs' task declares it, "
-                                                 "else min for losses/errors, else max)")
+    p.add_argument("--value", choices=VALUES, help=f"a run's value at its final validation (default: "
+                                                   f"{DEFAULT_VALUE}) or its best over validations (optimistic)")
+    p.add_argument("--mode", choices=MODES, help="direction of the metric (default: as the runs' task declares it "
+                                                 "in result.json; required where none does)")
     p.add_argument("--rows", help="comma-separated axes for rows (default: the grid's, else the first axis)")
     p.add_argument("--cols", help="comma-separated axes for columns (default: the grid's, else the other axes)")
     p.add_argument("--argbest", metavar="AXIS",
                    help="show, per cell of the other axes, the value of AXIS with the best metric")
     p.add_argument("--baseline", action="append", metavar="AXIS=VALUE",
                    help="the cell to compare against (repeatable; default: the grid's baseline)")
-    p.add_argument("--test", choices=TESTS, help="Welch t-test p-value (default) or bootstrap CI of Δ")
-    p.add_argument("--alpha", type=float, help="significance level (default 0.05)")
+    p.add_argument("--test", choices=TESTS,
+                   help="Welch t-test (default), paired t-test over seed-matched runs, or a percentile bootstrap "
+                        f"(only with >= {BOOTSTRAP_MIN_RUNS} runs per cell); every Δ gets a 95% CI, and p-values are "
+                        "Holm-corrected over the table's comparisons")
+    p.add_argument("--alpha", type=float, help=f"significance level of the Holm-adjusted p (default {DEFAULT_ALPHA:g})")
+    p.add_argument("--stall-margin", type=float | None, default=DEFAULT_STALL_MARGIN,
+                   help="a completed run whose final value is no better than its task's chance level by more than "
+                        "this (in the metric's units) counts as stalled (default %(default)s; null: no stall check)")
     p.add_argument("--scale", type=float, help="multiply values for display, e.g. 100 for percent (default: the "
                                                "grid's, else 1)")
     p.add_argument("--digits", type=int, help="decimals shown (default 2 when scaled, else 4)")
@@ -57,12 +74,16 @@ def _choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> Any:
 
 
 def _metric_mode(metric: str, records: list[Record]) -> str:
-    """The direction the runs' tasks declare for ``metric``; from its name when none of them declares it."""
+    """The direction the runs' tasks declare for ``metric``; an error asking for --mode when none or both are."""
     declared = declared_modes(records, metric)
     if len(declared) > 1:
         raise LeaderboardError(f"--mode: the results declare both {' and '.join(sorted(declared))} for {metric!r}; "
                                f"give --mode {{{','.join(MODES)}}}")
-    return declared.pop() if declared else guess_mode(metric)
+    if not declared:
+        raise LeaderboardError(f"--mode: no result declares whether {metric!r} is better high or low (its task does "
+                               "not record it, or the result files predate metric_modes); give --mode max or "
+                               "--mode min")
+    return declared.pop()
 
 
 def _baseline(items: list[str] | None) -> dict[str, str] | None:
@@ -92,14 +113,17 @@ def resolve_options(args: Namespace, records: list[Record]) -> Options:
     mode = args.mode or lb.get("mode") or _metric_mode(metric, records)
     scale = args.scale if args.scale is not None else float(lb.get("scale", 1.0))
     digits = args.digits if args.digits is not None else int(lb.get("digits", 2 if scale != 1 else 4))
-    alpha = args.alpha if args.alpha is not None else float(lb.get("alpha", 0.05))
+    alpha = args.alpha if args.alpha is not None else float(lb.get("alpha", DEFAULT_ALPHA))
     if not 0 < alpha < 1:
         raise LeaderboardError(f"--alpha must be in (0, 1); got {alpha}")
+    margin = args.stall_margin
+    if margin is not None and not margin >= 0:
+        raise LeaderboardError(f"--stall-margin must be >= 0 (in the metric's units); got {margin}")
     baseline = _baseline(args.baseline)
     return Options(
-        metric=metric, value=_choice("--value", args.value or lb.get("value", "best"), VALUES),
+        metric=metric, value=_choice("--value", args.value or lb.get("value", DEFAULT_VALUE), VALUES),
         mode=_choice("--mode", mode, MODES), scale=scale, digits=digits,
-        test=_choice("--test", args.test or lb.get("test", "welch"), TESTS), alpha=alpha,
+        test=_choice("--test", args.test or lb.get("test", DEFAULT_TEST), TESTS), alpha=alpha, stall_margin=margin,
         rows=_axis_list(args.rows), cols=_axis_list(args.cols), argbest=args.argbest, baseline=baseline)
 
 

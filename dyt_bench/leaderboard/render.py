@@ -15,108 +15,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dyt_bench.grid.spec import Axis
-from dyt_bench.leaderboard.tables import Options, Table, TableCell, short_name
+from dyt_bench.leaderboard.tables import Options, Table
+from dyt_bench.leaderboard.text import BEST_MARK, cell_lines, header, legend, table_grid
 
-# Row label and, per column, the cell and its text lines.
-Body = list[tuple[str, list[tuple[TableCell, list[str]]]]]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Cell text, shared by every text format
-# ---------------------------------------------------------------------------------------------------------------
-def _num(x: float, opts: Options, signed: bool = False) -> str:
-    v = x * opts.scale
-    return f"{v:+.{opts.digits}f}".replace("-", "−") if signed else f"{v:.{opts.digits}f}"
-
-
-def _p(p: float) -> str:
-    return "p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.1 else f"p={p:.2f}"  # 3 decimals near 0.05
-
-
-def _value_line(cell: TableCell, opts: Options, axis_short: str | None) -> str:
-    s = cell.stats
-    if s.n:
-        main = _num(s.mean, opts)
-        main += f" ± {_num(s.std, opts)}" if s.n >= 2 else ""
-        main += f" ({s.n})"
-        if cell.argbest is not None:
-            main = f"{axis_short or 'best'}={cell.argbest}: {main}"
-        extra = []
-        if s.diverged:
-            extra.append(f"Diverge {s.diverged}/{s.runs}")
-        if s.failed:
-            extra.append(f"failed {s.failed}")
-        if s.interrupted:
-            extra.append(f"interrupted {s.interrupted}")
-        if s.missing:
-            extra.append(f"no metric {s.missing}")
-        return main + (" · " + ", ".join(extra) if extra else "")
-    if s.diverged:
-        return ("Diverge" + (f" ({s.diverged}/{s.diverged})" if s.diverged > 1 else "")
-                + (f" · failed {s.failed}" if s.failed else ""))
-    if s.failed or s.interrupted or s.missing:
-        return ", ".join(f"{k} {v}" for k, v in (("failed", s.failed), ("interrupted", s.interrupted),
-                                                  ("no metric", s.missing)) if v)
-    return "—"
-
-
-def _comparison_line(cell: TableCell, opts: Options) -> str:
-    cmp = f"Δ {_num(cell.delta, opts, signed=True)}"
-    if cell.runner_up is not None:
-        cmp += f" vs {cell.runner_up}"
-    if cell.p_value is not None:
-        cmp += f" {_p(cell.p_value)}"
-    if cell.ci is not None:
-        cmp += f" [{_num(cell.ci[0], opts, True)}, {_num(cell.ci[1], opts, True)}]"
-    if cell.significant is False:
-        cmp += " n.s."
-    elif cell.significant is None:
-        cmp += " (n<2)"
-    return cmp
-
-
-def cell_lines(cell: TableCell, opts: Options, axis_short: str | None = None) -> list[str]:
-    """The text of one cell: value line, then comparison and paper lines where there are any."""
-    lines = [_value_line(cell, opts, axis_short)]
-    if cell.is_baseline:
-        lines.append("baseline")
-    elif cell.delta is not None:
-        lines.append(_comparison_line(cell, opts))
-    if cell.paper is not None:
-        lines.append(f"paper {cell.paper}")
-    return lines
-
-
-def _legend(opts: Options) -> str:
-    test = ("Welch t-test p" if opts.test == "welch" else f"bootstrap {100 * (1 - opts.alpha):g}% CI of Δ")
-    scale = f" ×{opts.scale:g}" if opts.scale != 1 else ""
-    return (f"{opts.metric} ({opts.value}{scale}, {opts.mode} is better): mean ± std (n seeds, sample std); "
-            f"Diverge = every seed diverged; ★ best in row; Δ with {test}; n.s. = not significant at α={opts.alpha:g}")
-
-
-def _table_grid(table: Table, opts: Options) -> tuple[list[str], Body]:
-    """Header and rows of a table: each row is its label and, per column, the cell and its text lines."""
-    axes: list[Axis] = table.row_axes + table.col_axes
-    argbest_short = opts.argbest.rsplit(".", 1)[-1] if opts.argbest else None
-    header = [" / ".join(short_name(axes, a.name) for a in table.row_axes) or " "]
-    header += [" · ".join(ck) if ck else opts.metric for ck in table.cols]
-    body = []
-    for rk in table.rows:
-        row = []
-        for ck in table.cols:
-            cell = table.cells[(rk, ck)]
-            lines = cell_lines(cell, opts, argbest_short)
-            if cell.best_in_row:
-                lines[0] = "★ " + lines[0]
-            row.append((cell, lines))
-        body.append((" · ".join(rk) if rk else "all", row))
-    return header, body
-
+__all__ = ["FORMATS", "RENDERERS", "SUFFIX_FORMATS", "Renderer", "cell_lines", "records_of", "render", "render_csv",
+           "render_html", "render_json", "render_markdown", "render_png", "render_terminal"]
 
 # ---------------------------------------------------------------------------------------------------------------
 # Formats
 # ---------------------------------------------------------------------------------------------------------------
+def _style(j: int, line: str) -> str:
+    if j == 0 and line.startswith(BEST_MARK):
+        return "bold green"
+    if line.startswith(("Diverge", "Stalled")):
+        return "yellow"
+    if line.startswith("paper"):
+        return "dim"
+    if "n.s." in line:
+        return "dim italic"
+    return ""
+
+
 def render_terminal(tables: list[Table], opts: Options, file=None, width: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
@@ -124,49 +43,41 @@ def render_terminal(tables: list[Table], opts: Options, file=None, width: int | 
 
     console = Console(file=file, width=width, force_terminal=None if file is None else False)
     for table in tables:
-        header, body = _table_grid(table, opts)
-        rt = RichTable(title=table.title, title_justify="left", title_style="bold", show_lines=True)
-        for i, h in enumerate(header):
+        head, body = table_grid(table, opts)
+        rt = RichTable(title=f"{table.title}\n{header(table, opts)}", title_justify="left", title_style="bold",
+                       show_lines=True)
+        for i, h in enumerate(head):
             rt.add_column(h, justify="left" if i == 0 else "right")
         for row_label, row in body:
             cells = [Text(row_label, style="bold")]
-            for cell, lines in row:
+            for _, lines in row:
                 text = Text()
                 for j, line in enumerate(lines):
-                    style = ""
-                    if j == 0 and cell.best_in_row:
-                        style = "bold green"
-                    elif line.startswith("Diverge"):
-                        style = "yellow"
-                    elif line.startswith("paper"):
-                        style = "dim"
-                    elif "n.s." in line:
-                        style = "dim italic"
-                    text.append(("\n" if j else "") + line, style=style)
+                    text.append(("\n" if j else "") + line, style=_style(j, line))
                 cells.append(text)
             rt.add_row(*cells)
         console.print(rt)
-        console.print(Text("\n".join([_legend(opts), *table.notes]), style="dim"))
+        console.print(Text("\n".join([legend(table, opts), *table.notes]), style="dim"))
         console.print()
 
 
 def render_markdown(tables: list[Table], opts: Options) -> str:
     out = []
     for table in tables:
-        header, body = _table_grid(table, opts)
-        out.append(f"**{table.title}**\n")
-        out.append("| " + " | ".join(header) + " |")
-        out.append("|" + "---|" * len(header))
+        head, body = table_grid(table, opts)
+        out.append(f"**{table.title}** — {header(table, opts)}\n")
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
         for row_label, row in body:
             cells = [row_label]
             for _, lines in row:
                 lines = [ln.replace("|", "\\|") for ln in lines]
-                if lines[0].startswith("★ "):
+                if lines[0].startswith(BEST_MARK):
                     lines[0] = f"**{lines[0]}**"
                 cells.append("<br>".join(lines))
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
-        out.append(_legend(opts) + ("; " + "; ".join(table.notes) if table.notes else "") + ".")
+        out.append(legend(table, opts) + ("; " + "; ".join(table.notes) if table.notes else "") + ".")
         out.append("")
     return "\n".join(out)
 
@@ -181,49 +92,65 @@ HTML_HEAD = ("<!doctype html><meta charset='utf-8'><title>dyt-bench leaderboard<
 def render_html(tables: list[Table], opts: Options) -> str:
     parts = list(HTML_HEAD)
     for table in tables:
-        header, body = _table_grid(table, opts)
-        parts.append(f"<table><caption>{html.escape(table.title)}</caption><tr>"
-                     + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
+        head, body = table_grid(table, opts)
+        parts.append(f"<table><caption>{html.escape(table.title)}<br><small>{html.escape(header(table, opts))}"
+                     "</small></caption><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
         for row_label, row in body:
             parts.append(f"<tr><th>{html.escape(row_label)}</th>")
             for _, lines in row:
                 spans = []
                 for j, line in enumerate(lines):
-                    cls = ("best" if j == 0 and line.startswith("★") else "div" if line.startswith("Diverge")
+                    cls = ("best" if j == 0 and line.startswith(BEST_MARK)
+                           else "div" if line.startswith(("Diverge", "Stalled"))
                            else "paper" if line.startswith("paper") else "ns" if "n.s." in line else "")
                     spans.append(f"<span class='{cls}'>{html.escape(line)}</span>")
                 parts.append("<td>" + "<br>".join(spans) + "</td>")
             parts.append("</tr>")
         parts.append("</table>")
-        parts.append(f"<p>{html.escape(_legend(opts))}" + "".join(f"<br>{html.escape(n)}" for n in table.notes)
+        parts.append(f"<p>{html.escape(legend(table, opts))}" + "".join(f"<br>{html.escape(n)}" for n in table.notes)
                      + "</p>")
     return "\n".join(parts) + "\n"
 
 
+def _status(s) -> str:
+    if s.n:
+        return "partial" if s.not_trained else "ok"
+    if s.not_trained:
+        return "Diverge" if not s.stalled else "Stalled" if not s.diverged else "Diverge/Stalled"
+    return "missing"
+
+
 def records_of(tables: list[Table], opts: Options) -> list[dict[str, Any]]:
-    """One flat record per table cell (the CSV rows and the JSON ``cells``)."""
+    """One flat record per table cell (the CSV rows and the JSON ``cells``); values unscaled."""
     out = []
     for table in tables:
         for (rk, ck), cell in table.cells.items():
             s = cell.stats
             out.append({
                 "table": table.title, "grid": table.grid, "task": table.task, "metric": opts.metric,
-                "value": opts.value, "mode": opts.mode, "row": " · ".join(rk), "col": " · ".join(ck),
-                "axes": dict(cell.labels), "n": s.n, "mean": s.mean if s.n else None,
-                "std": s.std if s.n >= 2 else None, "values": s.values, "seeds": s.seeds, "diverged": s.diverged,
-                "failed": s.failed, "interrupted": s.interrupted, "status": "Diverge" if (s.diverged and not s.n) else
-                ("ok" if s.n else "missing"), "baseline": cell.is_baseline, "delta": cell.delta,
-                "p_value": cell.p_value, "ci_low": cell.ci[0] if cell.ci else None,
-                "ci_high": cell.ci[1] if cell.ci else None, "significant": cell.significant, "paper": cell.paper,
+                "value": opts.value, "test": opts.test, "mode": opts.mode, "row": " · ".join(rk),
+                "col": " · ".join(ck), "axes": dict(cell.labels), "n": s.n, "runs": s.runs,
+                "mean": s.mean if s.n else None, "std": s.std if s.n >= 2 else None, "values": s.values,
+                "seeds": s.seeds, "diverged": s.diverged, "stalled": s.stalled, "diverged_best": s.diverged_best,
+                "stalled_values": s.stalled_values, "chance": s.chance, "failed": s.failed,
+                "interrupted": s.interrupted, "missing": s.missing, "status": _status(s),
+                "baseline": cell.is_baseline, "delta": cell.delta,
+                "ci95": list(cell.ci95) if cell.ci95 is not None else None, "p": cell.p, "p_holm": cell.p_holm,
+                "significant": cell.significant, "note": cell.note, "fisher_p": cell.fisher_p,
+                "fisher_p_holm": cell.fisher_p_holm, "fisher_significant": cell.fisher_significant,
+                "paper": cell.paper, "paper_version": table.paper_version if cell.paper is not None else None,
                 "best_in_row": cell.best_in_row, "argbest": cell.argbest, "runner_up": cell.runner_up,
+                "not_trained_values": {label: {"diverged": u.diverged, "stalled": u.stalled, "runs": u.runs}
+                                       for label, u in cell.untrained.items()},
                 "scale": opts.scale,
             })
     return out
 
 
-CSV_FIELDS = ("metric", "value", "mode", "n", "mean", "std", "diverged", "failed", "interrupted", "status", "baseline",
-              "delta", "p_value", "ci_low", "ci_high", "significant", "paper", "best_in_row", "argbest", "values",
-              "seeds")  # after table, grid, task and one column per axis
+CSV_FIELDS = ("metric", "value", "test", "mode", "n", "runs", "mean", "std", "diverged", "stalled", "chance", "failed",
+              "interrupted", "status", "baseline", "delta", "ci95_low", "ci95_high", "p", "p_holm", "significant",
+              "fisher_p", "fisher_p_holm", "fisher_significant", "paper", "paper_version", "best_in_row", "argbest",
+              "runner_up", "values", "seeds")  # after table, grid, task and one column per axis
 
 
 def render_csv(tables: list[Table], opts: Options) -> str:
@@ -236,18 +163,22 @@ def render_csv(tables: list[Table], opts: Options) -> str:
                             extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
+        ci = r["ci95"] or (None, None)
         flat = {**r, **r["axes"], "values": " ".join(f"{v:.6g}" for v in r["values"]),
-                "seeds": " ".join(str(s) for s in r["seeds"])}
+                "seeds": " ".join(str(s) for s in r["seeds"]), "ci95_low": ci[0], "ci95_high": ci[1]}
         writer.writerow(flat)
     return buf.getvalue()
 
 
 def render_json(tables: list[Table], opts: Options) -> str:
     return json.dumps({"metric": opts.metric, "value": opts.value, "mode": opts.mode, "test": opts.test,
-                       "alpha": opts.alpha, "tables": [{"title": t.title, "grid": t.grid, "task": t.task,
-                                                         "facet": t.facet, "rows": [a.name for a in t.row_axes],
-                                                         "cols": [a.name for a in t.col_axes], "notes": t.notes}
-                                                        for t in tables],
+                       "alpha": opts.alpha, "stall_margin": opts.stall_margin,
+                       "tables": [{"title": t.title, "header": header(t, opts), "grid": t.grid, "task": t.task,
+                                   "facet": t.facet, "rows": [a.name for a in t.row_axes],
+                                   "cols": [a.name for a in t.col_axes], "comparisons": t.comparisons,
+                                   "fisher_tests": t.fisher_tests, "paper_version": t.paper_version,
+                                   "chance": t.chance, "legend": legend(t, opts), "notes": t.notes}
+                                  for t in tables],
                        "cells": records_of(tables, opts)}, indent=2, default=str) + "\n"
 
 
@@ -274,9 +205,9 @@ def render_png(tables: list[Table], opts: Options, path: Path) -> None:
             label = " · ".join(ck) if ck else opts.metric
             bars = ax.bar(pos, means, width * 0.92, yerr=stds, capsize=3, label=label)
             for p, c, bar in zip(pos, cells, bars, strict=True):
-                if not c.stats.n and (c.stats.diverged or c.stats.failed):
-                    ax.text(p, ax.get_ylim()[0], "Diverge" if c.stats.diverged else "failed", rotation=90,
-                            ha="center", va="bottom", fontsize=8)
+                if not c.stats.n and (c.stats.not_trained or c.stats.failed):
+                    label = "Diverge" if c.stats.diverged else "Stalled" if c.stats.stalled else "failed"
+                    ax.text(p, ax.get_ylim()[0], label, rotation=90, ha="center", va="bottom", fontsize=8)
                 elif c.best_in_row:
                     outlined.append(bar)
                 if isinstance(c.paper, (int, float)) and not isinstance(c.paper, bool):

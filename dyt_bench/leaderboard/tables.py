@@ -19,7 +19,18 @@ from dyt_bench.grid.spec import (
     parse_baseline,
 )
 from dyt_bench.leaderboard.collect import LeaderboardError, Record, fid_extractor
-from dyt_bench.leaderboard.stats import CellStats, cell_stats, compare, is_better
+from dyt_bench.leaderboard.stats import (
+    DEFAULT_ALPHA,
+    DEFAULT_STALL_MARGIN,
+    DEFAULT_TEST,
+    DEFAULT_VALUE,
+    CellStats,
+    cell_stats,
+    compare,
+    fisher,
+    holm,
+    is_better,
+)
 from dyt_bench.results import DEFAULT_METRIC
 
 AXIS_EXCLUDED_KEYS = NON_SEMANTIC_KEYS + REPLICATE_KEYS  # config keys that never become an inferred axis
@@ -33,12 +44,13 @@ class Options:
     """What a leaderboard shows and how: the resolved command-line options."""
 
     metric: str = DEFAULT_METRIC
-    value: str = "best"
+    value: str = DEFAULT_VALUE
     mode: str = "max"
     scale: float = 1.0
     digits: int = 4
-    test: str = "welch"
-    alpha: float = 0.05
+    test: str = DEFAULT_TEST
+    alpha: float = DEFAULT_ALPHA
+    stall_margin: float | None = DEFAULT_STALL_MARGIN  # None: no run counts as stalled
     rows: list[str] | None = None
     cols: list[str] | None = None
     argbest: str | None = None
@@ -47,17 +59,27 @@ class Options:
 
 @dataclass
 class TableCell:
+    """One cell: its runs' statistics and, against its baseline, Δ with its 95% CI, the test's raw and
+    Holm-adjusted p, and Fisher's test of the diverged-or-stalled rate (raw and Holm-adjusted)."""
+
     labels: dict[str, str]
     stats: CellStats
     is_baseline: bool = False
+    base: CellStats | None = None  # the baseline cell's statistics, where this cell is compared with one
     delta: float | None = None
-    p_value: float | None = None
-    ci: tuple[float, float] | None = None
-    significant: bool | None = None
+    ci95: tuple[float, float] | None = None
+    p: float | None = None
+    p_holm: float | None = None
+    significant: bool = False  # Holm-adjusted p < α, and every run of both cells trained
+    note: str | None = None  # why a comparison has no test (n<2, no spread)
+    fisher_p: float | None = None
+    fisher_p_holm: float | None = None
+    fisher_significant: bool = False
     paper: Any = None
     best_in_row: bool = False
     argbest: str | None = None  # with --argbest: the winning value of that axis
     runner_up: str | None = None
+    untrained: dict[str, CellStats] = field(default_factory=dict)  # with --argbest: values whose runs diverged/stalled
 
 
 @dataclass
@@ -72,6 +94,10 @@ class Table:
     cols: list[Labels]
     cells: dict[tuple[Labels, Labels], TableCell]
     notes: list[str] = field(default_factory=list)
+    comparisons: int = 0  # the Holm family: comparisons of a mean with a test in this table
+    fisher_tests: int = 0  # the Fisher family: comparisons where either cell has diverged or stalled runs
+    paper_version: str | None = None  # which version of the paper the paper values come from, where shown
+    chance: float | None = None  # the metric's chance level, as the runs recorded it
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,7 +201,7 @@ class _Group:
 
     def stats_for(self, assignment: dict[str, str], opts: Options) -> CellStats:
         results = [r.result for r in self.placed if all(r.labels.get(k) == v for k, v in assignment.items())]
-        return cell_stats(results, opts.metric, opts.value)
+        return cell_stats(results, opts.metric, opts.value, opts.mode, opts.stall_margin)
 
 
 def _groups(records: list[Record], metric: str) -> list[tuple[GroupKey, list[Record]]]:
@@ -235,11 +261,15 @@ def _group(key: GroupKey, records: list[Record], opts: Options) -> _Group:
 # ---------------------------------------------------------------------------------------------------------------
 # Cells and tables
 # ---------------------------------------------------------------------------------------------------------------
-def _set_comparison(cell: TableCell, base: CellStats, opts: Options) -> None:
-    comparison = compare(cell.stats, base, opts.test, opts.alpha)
+def _where(assignment: dict[str, str], axes: list[Axis]) -> str:
+    return " (" + ", ".join(f"{short_name(axes, k)}={v}" for k, v in assignment.items()) + ")" if assignment else ""
+
+
+def _set_comparison(cell: TableCell, base: CellStats, opts: Options, where: str) -> None:
+    cell.base = base
+    comparison = compare(cell.stats, base, opts.test, where)
     if comparison is not None:
-        cell.delta, cell.p_value = comparison.delta, comparison.p_value
-        cell.ci, cell.significant = comparison.ci, comparison.significant
+        cell.delta, cell.ci95, cell.p, cell.note = comparison.delta, comparison.ci95, comparison.p, comparison.note
 
 
 def _paper_value(entries: list[dict[str, Any]], assignment: dict[str, str]) -> Any:
@@ -258,35 +288,57 @@ def _cell(group: _Group, assignment: dict[str, str], opts: Options) -> TableCell
         base_assignment = {**assignment, **entry["ref"]}
         cell.is_baseline = base_assignment == assignment
         if not cell.is_baseline:
-            _set_comparison(cell, group.stats_for(base_assignment, opts), opts)
+            _set_comparison(cell, group.stats_for(base_assignment, opts), opts, _where(assignment, group.axes))
     return cell
 
 
 def _argbest_cell(group: _Group, assignment: dict[str, str], opts: Options) -> TableCell:
-    """The best value of the --argbest axis for one assignment of the others, compared with the runner-up."""
+    """The best value of the --argbest axis for one assignment of the others (among the values where every run
+    trained), Δ to the runner-up without a test (the winner was chosen by its mean), and the values whose runs
+    diverged or stalled."""
     axis = group.layout.argbest
     candidates = [(v.label, group.stats_for({**assignment, axis.name: v.label}, opts)) for v in axis.values]
-    ranked = [c for c in candidates if c[1].n > 0]
-    ranked.sort(key=lambda c: c[1].mean, reverse=opts.mode == "max")
+    untrained = {label: s for label, s in candidates if s.not_trained}
+    ranked = sorted(((label, s) for label, s in candidates if s.n and not s.not_trained),
+                    key=lambda c: c[1].mean, reverse=opts.mode == "max")
     if not ranked:
         merged = CellStats()
         for _, s in candidates:
-            merged.diverged += s.diverged
-            merged.failed += s.failed
-            merged.interrupted += s.interrupted
-        return TableCell(assignment, merged)
+            for name in ("diverged", "stalled", "failed", "interrupted", "missing"):
+                setattr(merged, name, getattr(merged, name) + getattr(s, name))
+        return TableCell(assignment, merged, untrained=untrained, paper=_paper_value(group.paper_values, assignment))
     label, stats = ranked[0]
-    cell = TableCell({**assignment, axis.name: label}, stats, argbest=label)
-    if len(ranked) > 1:  # is the winner distinguishable from the runner-up?
+    cell = TableCell({**assignment, axis.name: label}, stats, argbest=label, untrained=untrained)
+    cell.paper = _paper_value(group.paper_values, assignment)  # e.g. the paper's best α0 for this width and depth
+    if len(ranked) > 1:
         cell.runner_up = ranked[1][0]
-        _set_comparison(cell, ranked[1][1], opts)
+        cell.delta = stats.mean - ranked[1][1].mean
     return cell
+
+
+def _adjust(cells: list[TableCell], alpha: float) -> tuple[int, int]:
+    """Holm over the table's mean comparisons and, apart, over its Fisher tests; a ★ only where both cells trained on
+    every run. Returns the sizes of the two families."""
+    compared = [c for c in cells if c.base is not None]
+    for c, adjusted in zip(compared, holm([c.p for c in compared]), strict=True):
+        c.p_holm = adjusted
+        c.significant = adjusted is not None and adjusted < alpha and not c.stats.not_trained \
+            and not c.base.not_trained
+    with_outcomes = [c for c in compared if (c.stats.not_trained or c.base.not_trained) and c.stats.runs
+                     and c.base.runs]
+    for c in with_outcomes:
+        c.fisher_p = fisher(c.stats.not_trained, c.stats.runs, c.base.not_trained, c.base.runs)
+    for c, adjusted in zip(with_outcomes, holm([c.fisher_p for c in with_outcomes]), strict=True):
+        c.fisher_p_holm = adjusted
+        c.fisher_significant = adjusted is not None and adjusted < alpha
+    return sum(c.p is not None for c in compared), len(with_outcomes)
 
 
 def _mark_best_in_row(cells: dict[tuple[Labels, Labels], TableCell], row_keys: list[Labels],
                       col_keys: list[Labels], mode: str) -> None:
+    """The best mean of each row among the cells where every run trained (a survivors' mean is not comparable)."""
     for rk in row_keys:
-        row_cells = [cells[(rk, ck)] for ck in col_keys if cells[(rk, ck)].stats.n > 0]
+        row_cells = [c for c in (cells[(rk, ck)] for ck in col_keys) if c.stats.n and not c.stats.not_trained]
         if len(row_cells) > 1:
             best = row_cells[0].stats.mean
             for c in row_cells[1:]:
@@ -326,9 +378,13 @@ def _facet_table(group: _Group, facet: dict[str, str], opts: Options) -> Table:
     make_cell = _argbest_cell if layout.argbest is not None else _cell
     cells = {(rk, ck): make_cell(group, {**facet, **rd, **cd}, opts)
              for rd, rk in zip(rows, row_keys, strict=True) for cd, ck in zip(cols, col_keys, strict=True)}
+    comparisons, fisher_tests = _adjust(list(cells.values()), opts.alpha)
     _mark_best_in_row(cells, row_keys, col_keys, opts.mode)
+    chances = {c.stats.chance for c in cells.values() if c.stats.chance is not None}
+    version = group.paper.get("version") if group.paper_values else None
     return Table(_title(group, facet), group.grid_name, group.task, facet, layout.rows, layout.cols, row_keys,
-                 col_keys, cells, _notes(group))
+                 col_keys, cells, _notes(group), comparisons, fisher_tests,
+                 str(version) if version is not None else None, chances.pop() if len(chances) == 1 else None)
 
 
 def build_tables(records: list[Record], opts: Options) -> list[Table]:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 _EXPORTS = {
     "alpha_init": ("TABLE7_ALPHA_BY_WIDTH", "recommend_alpha_init"),
     "factory": ("NormFactory", "build_norm"),
-    "layers": ("BatchNorm", "ChannelsFirstLayerNorm", "ChannelsFirstRMSNorm", "SquashNorm"),
+    "layers": ("BatchNorm", "ChannelsFirstLayerNorm", "ChannelsFirstRMSNorm", "NormAct", "SquashNorm"),
     "spec": ("IMPLS", "LAYOUTS", "NORM_KINDS", "SQUASH_KINDS", "STATISTIC_KINDS", "NormSpec"),
     "surgery": ("NormReplacementReport", "UnsupportedNormError", "count_norms", "describe_norm", "replace_norms"),
 }
@@ -20,7 +20,8 @@ _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in nam
 
 __all__ = [
     "IMPLS", "LAYOUTS", "NORM_KINDS", "SQUASH_KINDS", "STATISTIC_KINDS", "TABLE7_ALPHA_BY_WIDTH",
-    "BatchNorm", "ChannelsFirstLayerNorm", "ChannelsFirstRMSNorm", "NormFactory", "NormReplacementReport", "NormSpec",
+    "BatchNorm", "ChannelsFirstLayerNorm", "ChannelsFirstRMSNorm", "NormAct", "NormFactory", "NormReplacementReport",
+    "NormSpec",
     "SquashNorm", "UnsupportedNormError", "build_norm", "count_norms", "describe_norm", "recommend_alpha_init",
     "replace_norms",
 ]
@@ -28,7 +29,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .alpha_init import TABLE7_ALPHA_BY_WIDTH, recommend_alpha_init
     from .factory import NormFactory, build_norm
-    from .layers import BatchNorm, ChannelsFirstLayerNorm, ChannelsFirstRMSNorm, SquashNorm
+    from .layers import BatchNorm, ChannelsFirstLayerNorm, ChannelsFirstRMSNorm, NormAct, SquashNorm
     from .spec import IMPLS, LAYOUTS, NORM_KINDS, SQUASH_KINDS, STATISTIC_KINDS, NormSpec
     from .surgery import NormReplacementReport, UnsupportedNormError, count_norms, describe_norm, replace_norms
 

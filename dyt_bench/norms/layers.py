@@ -16,6 +16,11 @@ def _channel_dim(layout: str) -> int:
     return -1 if layout == "channels_last" else 1
 
 
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """Statistics in float32 at least (half-precision inputs), in float64 for float64 inputs."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
 class SquashNorm(nn.Module):
     """Point-wise norm replacement ``weight * f(alpha * x [+ shift]) + bias`` (DyT when f = tanh and alpha is
     learnable; Derf when f = erf with a shift).
@@ -92,13 +97,13 @@ class ChannelsFirstLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        xf = x.float()
+        xf = x.to(_compute_dtype(x))
         var, mean = torch.var_mean(xf, dim=1, keepdim=True, correction=0)
         y = (xf - mean) * torch.rsqrt(var + self.eps)
         if self.weight is not None:
-            y = y * self.weight.float().view(shape)
+            y = y * self.weight.to(xf.dtype).view(shape)
         if self.bias is not None:
-            y = y + self.bias.float().view(shape)
+            y = y + self.bias.to(xf.dtype).view(shape)
         return y.to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -115,14 +120,33 @@ class ChannelsFirstRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_features, device=device, dtype=dtype)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        xf = x.to(_compute_dtype(x))
         y = xf * torch.rsqrt(xf.pow(2).mean(dim=1, keepdim=True) + self.eps)
         if self.weight is not None:
-            y = y * self.weight.float().view((1, -1) + (1,) * (x.dim() - 2))
+            y = y * self.weight.to(xf.dtype).view((1, -1) + (1,) * (x.dim() - 2))
         return y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}, layout=channels_first"
+
+
+class NormAct(nn.Module):
+    """What replaces a fused norm + activation layer (timm's ``BatchNormAct2d`` and kin): the new norm, then the
+    original layer's own ``drop`` and ``act`` modules, unchanged: surgery swaps normalization, never activations."""
+
+    def __init__(self, norm: nn.Module, drop: nn.Module | None = None, act: nn.Module | None = None,
+                 source: str = "") -> None:
+        super().__init__()
+        self.norm = norm
+        self.drop = drop if drop is not None else nn.Identity()
+        self.act = act if act is not None else nn.Identity()
+        self.source = source  # class name of the fused layer this one replaced
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(self.norm(x)))
+
+    def extra_repr(self) -> str:
+        return f"replaces={self.source}" if self.source else ""
 
 
 class BatchNorm(_BatchNorm):

@@ -1,45 +1,37 @@
-"""replace_norms: swap every normalization layer of a model (timm, torchvision, transformers, plain torch) in place."""
+"""replace_norms: swap every normalization layer of a model (timm, torchvision, transformers, plain torch) in place,
+keep fused activations, optionally carry γ/β over, and report what was replaced, kept and why."""
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from .factory import build_norm
-from .layers import BatchNorm, ChannelsFirstLayerNorm, ChannelsFirstRMSNorm, SquashNorm
+from .layers import NormAct
+from .recognise import SourceNorm, UnsupportedNormError, describe_norm, kept_reason, probe_failure, refused_reason
 from .spec import NormSpec
 
-
-class UnsupportedNormError(TypeError):
-    """Raised when a model holds a normalization layer that replace_norms does not know how to replace."""
-
-
-@dataclass
-class SourceNorm:
-    """What surgery needs to know about a layer it replaces."""
-
-    num_features: int
-    layout: str
-    affine: bool
-    bias: bool
-    eps: float | None
-    family: str = "layernorm"  # layernorm | rmsnorm | batchnorm | groupnorm | squash: what the layer computes
+__all__ = ["NormReplacementReport", "SourceNorm", "UnsupportedNormError", "count_norms", "describe_norm",
+           "replace_norms"]
 
 
 @dataclass
 class NormReplacementReport:
-    """What replace_norms did: the target layer and, per replaced class, how many layers and where."""
+    """What replace_norms did: the target layer and, per replaced class, how many layers and where; the fused
+    activations kept; the layers kept in place on purpose (with the reason) or skipped on request."""
 
     target: str
     counts: dict[str, int] = field(default_factory=dict)
     layouts: dict[str, int] = field(default_factory=dict)
     paths: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    activations: dict[str, dict[str, int]] = field(default_factory=dict)  # fused class -> activation class -> n
+    kept: dict[str, str] = field(default_factory=dict)  # path -> why it was left in place
+    inherited: int = 0  # layers whose γ/β (and running statistics) were carried over
+    functions: dict[str, str] = field(default_factory=dict)  # replaced class -> what it computed
 
     @property
     def total(self) -> int:
@@ -47,114 +39,29 @@ class NormReplacementReport:
 
     def to_dict(self) -> dict:
         return {"target": self.target, "total": self.total, "counts": dict(self.counts), "layouts": dict(self.layouts),
-                "skipped": list(self.skipped)}
+                "skipped": list(self.skipped), "activations": {k: dict(v) for k, v in self.activations.items()},
+                "kept": dict(self.kept), "inherited": self.inherited, "functions": dict(self.functions)}
+
+    def _class_summary(self, name: str, n: int) -> str:
+        acts = self.activations.get(name)
+        if not acts:
+            return f"{name} ×{n}"
+        names = {("none" if a == "Identity" else a): k for a, k in sorted(acts.items(), key=lambda ak: (-ak[1], ak[0]))}
+        kept = next(iter(names)) if len(names) == 1 else ", ".join(f"{a} ×{k}" for a, k in names.items())
+        return f"{name} ×{n} (activation kept: {kept})"
 
     def __str__(self) -> str:
-        if not self.counts:
-            return f"replace_norms: no normalization layers found (target {self.target})"
-        parts = ", ".join(f"{name} ×{n}" for name, n in sorted(self.counts.items()))
-        lay = ", ".join(f"{k} ×{v}" for k, v in sorted(self.layouts.items()))
+        kept = ""
+        if self.kept:
+            by_class = Counter(why.split(":", 1)[0] for why in self.kept.values())
+            kept = "; kept in place: " + ", ".join(f"{c} ×{k}" for c, k in sorted(by_class.items()))
         skipped = f"; left untouched: {len(self.skipped)}" if self.skipped else ""
-        return f"replace_norms: {self.total} layers → {self.target}: {parts} ({lay}){skipped}"
-
-
-def _one_dim(shape, cls_name: str) -> int:
-    shape = tuple(shape) if not isinstance(shape, int) else (shape,)
-    if len(shape) != 1:
-        raise UnsupportedNormError(
-            f"{cls_name} normalises over {len(shape)} trailing dims {shape}; only per-channel norms (one dim) can be replaced"
-        )
-    return int(shape[0])
-
-
-def _layernorm_like(m: nn.Module, layout: str) -> SourceNorm:
-    n = _one_dim(m.normalized_shape, type(m).__name__)
-    affine = bool(getattr(m, "elementwise_affine", m.weight is not None)) and m.weight is not None
-    return SourceNorm(n, layout, affine, getattr(m, "bias", None) is not None, m.eps, "layernorm")
-
-
-def _rms_like(m: nn.Module, layout: str) -> SourceNorm:
-    weight = getattr(m, "weight", None)
-    if weight is not None:
-        n = weight.shape[0]
-    else:
-        n = _one_dim(getattr(m, "normalized_shape", None) or m.hidden_size, type(m).__name__)
-    eps = getattr(m, "eps", None)
-    if eps is None:
-        eps = getattr(m, "variance_epsilon", None)
-    # RMSNorm has no β by definition, not by the model's choice: a replacement keeps its own β (DyT: γ·tanh(αx) + β)
-    return SourceNorm(int(n), layout, weight is not None, weight is not None, eps, "rmsnorm")
-
-
-def _timm_classes(*names: str) -> tuple[type, ...]:
-    try:
-        import timm.layers.norm as timm_norm
-    except ImportError:  # timm is a dependency, but surgery itself does not need it
-        return ()
-    return tuple(getattr(timm_norm, n) for n in names if hasattr(timm_norm, n))
-
-
-def _torchvision_classes() -> tuple[type, ...]:
-    try:
-        from torchvision.models.convnext import LayerNorm2d
-    except ImportError:
-        return ()
-    return (LayerNorm2d,)
-
-
-_TRANSFORMERS_RMS = re.compile(r"RMSNorm$|RmsNorm$")
-
-
-def describe_norm(m: nn.Module) -> SourceNorm | None:
-    """Return what a recognised normalization layer looks like, or None when ``m`` is no norm surgery knows."""
-    # Layers this package builds (so a model can be re-wired more than once).
-    if isinstance(m, SquashNorm):
-        return SourceNorm(m.num_features, m.layout, m.weight is not None, m.bias is not None, None, "squash")
-    if isinstance(m, ChannelsFirstLayerNorm):
-        return SourceNorm(m.num_features, "channels_first", m.weight is not None, m.bias is not None, m.eps, "layernorm")
-    if isinstance(m, ChannelsFirstRMSNorm):
-        return SourceNorm(m.num_features, "channels_first", m.weight is not None, m.weight is not None, m.eps, "rmsnorm")
-    if isinstance(m, BatchNorm):
-        return SourceNorm(m.num_features, m.layout, m.affine, m.affine, m.eps, "batchnorm")
-    # LayerNorm subclasses that normalise over dim 1 of (B, C, H, W): timm's LayerNorm2d family, torchvision's
-    # ConvNeXt LayerNorm2d, and any LayerNorm that declares data_format="channels_first" (transformers' ConvNeXt).
-    if isinstance(m, nn.LayerNorm) or hasattr(m, "normalized_shape"):
-        channels_first = isinstance(m, _timm_classes("LayerNorm2d", "LayerNorm2dFp32", "LayerNormExp2d") + _torchvision_classes())
-        channels_first = channels_first or getattr(m, "data_format", None) == "channels_first"
-        if isinstance(m, nn.LayerNorm) or getattr(m, "data_format", None) in ("channels_first", "channels_last"):
-            return _layernorm_like(m, "channels_first" if channels_first else "channels_last")
-    if isinstance(m, _BatchNorm):
-        return SourceNorm(m.num_features, "channels_first", m.affine, m.affine, m.eps, "batchnorm")
-    if isinstance(m, nn.GroupNorm):
-        return SourceNorm(m.num_channels, "channels_first", m.affine, m.affine, m.eps, "groupnorm")
-    if isinstance(m, nn.RMSNorm):
-        n = _one_dim(m.normalized_shape, "RMSNorm")
-        return SourceNorm(n, "channels_last", m.weight is not None, m.weight is not None, m.eps, "rmsnorm")
-    if isinstance(m, _timm_classes("RmsNorm", "RmsNormFp32", "SimpleNorm", "SimpleNormFp32")):
-        return _rms_like(m, "channels_last")
-    if isinstance(m, _timm_classes("RmsNorm2d", "RmsNorm2dFp32", "SimpleNorm2d", "SimpleNorm2dFp32")):
-        return _rms_like(m, "channels_first")
-    cls = type(m)
-    if cls.__module__.startswith("transformers.") and _TRANSFORMERS_RMS.search(cls.__name__):
-        weight = getattr(m, "weight", None)
-        if weight is not None and weight.dim() == 1:
-            return _rms_like(m, "channels_last")
-    return None
-
-
-def _weight_parametrizations() -> tuple[type, ...]:
-    """torch's weight / spectral norm parametrizations: they reparametrise weights, they do not normalise activations."""
-    from torch.nn.utils import parametrizations
-
-    return tuple(c for c in (getattr(parametrizations, "_WeightNorm", None),
-                             getattr(parametrizations, "_SpectralNorm", None)) if c is not None)
-
-
-def _looks_like_norm(m: nn.Module) -> bool:
-    """A leaf module whose class name says it normalises activations: refused rather than silently left in place."""
-    if isinstance(m, _weight_parametrizations()):
-        return False
-    return "norm" in type(m).__name__.lower() and next(m.children(), None) is None
+        if not self.counts:
+            return f"replace_norms: no normalization layers found (target {self.target}){kept}{skipped}"
+        parts = ", ".join(self._class_summary(name, n) for name, n in sorted(self.counts.items()))
+        lay = ", ".join(f"{k} ×{v}" for k, v in sorted(self.layouts.items()))
+        inherited = f"; γ/β inherited by {self.inherited}" if self.inherited else ""
+        return f"replace_norms: {self.total} layers → {self.target}: {parts} ({lay}){inherited}{kept}{skipped}"
 
 
 def _device_dtype(m: nn.Module) -> tuple[torch.device | None, torch.dtype | None]:
@@ -166,16 +73,75 @@ def _device_dtype(m: nn.Module) -> tuple[torch.device | None, torch.dtype | None
     return None, None
 
 
-def replace_norms(model: nn.Module, spec: NormSpec | dict | str, *, skip: tuple[str, ...] | list[str] = ()) -> NormReplacementReport:
+def _refusal(module: nn.Module, path: str, reason: str | None) -> UnsupportedNormError:
+    cls = type(module)
+    why = f" ({reason})" if reason else ""
+    return UnsupportedNormError(
+        f"replace_norms does not know how to replace {cls.__module__}.{cls.__name__} at '{path}'{why}. Supported: "
+        f"LayerNorm (and LayerNorm2d), BatchNorm1d/2d/3d, SyncBatchNorm, GroupNorm, RMSNorm (torch, timm, "
+        f"transformers; also with 1 + w weights), timm's fused norm + activation layers, and any layer that computes "
+        f"one of these. Pass skip=['{path}'] or skip=['{cls.__name__}'] to leave it in place."
+    )
+
+
+def _looks_like_norm(m: nn.Module) -> bool:
+    """A module whose class name says it normalises and that holds its own tensors (or is a leaf)."""
+    if "norm" not in type(m).__name__.lower() or type(m).__module__.startswith("torch.nn.utils"):
+        return False
+    own = next(iter(m.parameters(recurse=False)), None) is not None or next(iter(m.buffers(recurse=False)), None)
+    return own is not None or next(m.children(), None) is None
+
+
+def _copy_(dst: torch.Tensor | None, src: torch.Tensor | None, offset: float = 0.0) -> bool:
+    if dst is None or src is None or dst.shape != src.shape:
+        return False
+    with torch.no_grad():
+        dst.copy_(src.detach().to(dst.dtype) + offset)
+    return True
+
+
+def _inherit(new: nn.Module, old: nn.Module, info: SourceNorm) -> bool:
+    """Carry γ (as ``weight + offset``: Gemma's 1 + w becomes a plain γ), β and, BN to BN, running statistics."""
+    carried = False
+    if info.affine:
+        carried |= _copy_(getattr(new, "weight", None), getattr(old, "weight", None), info.weight_offset)
+        if info.family != "rmsnorm":
+            carried |= _copy_(getattr(new, "bias", None), getattr(old, "bias", None))
+    if info.family == "batchnorm" and isinstance(new, nn.modules.batchnorm._BatchNorm):
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            carried |= _copy_(getattr(new, name, None), getattr(old, name, None))
+        new.momentum = old.momentum
+    return carried
+
+
+def _replacement(module: nn.Module, info: SourceNorm, spec: NormSpec, inherit_affine: bool) -> tuple[nn.Module, bool]:
+    device, dtype = _device_dtype(module)
+    new = build_norm(spec, info.num_features, info.layout, affine=info.affine, bias=info.bias, eps=info.eps,
+                     device=device, dtype=dtype)
+    new.train(module.training)
+    carried = _inherit(new, module, info) if inherit_affine else False
+    if info.activation is not None:  # a fused norm + activation: keep its drop and act modules, in place
+        new = NormAct(new, getattr(module, "drop", None), module.act, source=type(module).__name__)
+        new.train(module.training)
+    return new, carried
+
+
+def replace_norms(model: nn.Module, spec: NormSpec | dict | str, *, skip: tuple[str, ...] | list[str] = (),
+                  inherit_affine: bool = False) -> NormReplacementReport:
     """Replace every normalization layer of ``model`` in place with the layer ``spec`` describes.
 
-    Recognised: ``nn.LayerNorm`` (and channels-first subclasses: timm/torchvision ``LayerNorm2d``), ``nn.BatchNorm1d/2d/3d``
-    and ``SyncBatchNorm``, ``nn.GroupNorm``, ``nn.RMSNorm``, timm's ``RmsNorm``/``RmsNorm2d``/``SimpleNorm`` families,
-    transformers' ``*RMSNorm`` classes, and this package's own layers. Each new layer keeps the old one's channel
-    count, layout, affine-ness, device and dtype (and epsilon unless the spec sets one).
+    Recognised: the classes of :data:`dyt_bench.norms.recognise.KNOWN` (torch's LayerNorm, RMSNorm, BatchNorm*,
+    GroupNorm; timm's norm and fused norm + activation layers; torchvision's LayerNorm2d) and any other ``*Norm*`` leaf
+    that computes LayerNorm, RMSNorm or x/√var with weight ``w`` or ``1 + w`` in either layout (checked by running
+    it: transformers' T5LayerNorm, GemmaRMSNorm, NemotronLayerNorm1P, ...). Each new layer keeps the old one's
+    channel count, layout, affine-ness, device and dtype (and epsilon unless the spec sets one). A fused layer keeps
+    its activation and drop modules (the new layer is a :class:`~dyt_bench.norms.layers.NormAct`).
 
-    ``skip``: module paths (e.g. ``"head.norm"``, prefixes match sub-trees) or class names to leave untouched.
-    Any other leaf module whose class name contains "Norm" raises :class:`UnsupportedNormError`.
+    ``inherit_affine``: carry γ/β over (γ = 1 + w for the 1 + w layers) and, BatchNorm to BatchNorm, the running
+    statistics; default: the new layer's fresh γ = 1, β = 0, as in the paper.
+    ``skip``: module paths (prefixes match sub-trees) or class names to leave untouched.
+    Response normalisation (GRN) is kept and reported in ``report.kept``; any other ``*Norm*`` layer surgery cannot
+    describe raises :class:`UnsupportedNormError` naming the class, the path and the reason, before anything changes.
     """
     spec = NormSpec.coerce(spec)
     if describe_norm(model) is not None:
@@ -183,39 +149,41 @@ def replace_norms(model: nn.Module, spec: NormSpec | dict | str, *, skip: tuple[
     skip = tuple(skip)
     report = NormReplacementReport(target=spec.label())
     todo: list[tuple[str, nn.Module, SourceNorm]] = []
-    skipped_prefixes: list[str] = []
+    closed: list[str] = []  # sub-trees not to descend into
     for path, module in model.named_modules():
-        if not path:
-            continue
-        if any(path == p or path.startswith(p + ".") for p in skipped_prefixes):
+        if not path or any(path.startswith(p + ".") for p in closed):
             continue
         if type(module).__name__ in skip or any(path == s or path.startswith(s + ".") for s in skip):
             report.skipped.append(path)
-            skipped_prefixes.append(path)
+            closed.append(path)
+            continue
+        reason = refused_reason(module)
+        if reason:
+            raise _refusal(module, path, reason)
+        reason = kept_reason(module)
+        if reason:
+            report.kept[path] = f"{type(module).__name__}: {reason}"
             continue
         info = describe_norm(module)
         if info is not None:
             todo.append((path, module, info))
-            skipped_prefixes.append(path)  # never descend into a layer that is replaced as a whole
+            closed.append(path)  # never descend into a layer that is replaced as a whole
         elif _looks_like_norm(module):
-            raise UnsupportedNormError(
-                f"replace_norms does not know how to replace {type(module).__module__}.{type(module).__name__} at "
-                f"'{path}'. Supported: LayerNorm (and LayerNorm2d), BatchNorm1d/2d/3d, SyncBatchNorm, GroupNorm, RMSNorm "
-                f"(torch, timm, transformers) and dyt-bench's own layers. Pass skip=['{path}'] or "
-                f"skip=['{type(module).__name__}'] to leave it in place."
-            )
+            raise _refusal(module, path, probe_failure(module) if next(module.children(), None) is None else None)
     for path, module, info in todo:
-        device, dtype = _device_dtype(module)
-        new = build_norm(spec, info.num_features, info.layout, affine=info.affine, bias=info.bias, eps=info.eps,
-                         device=device, dtype=dtype)
-        new.train(module.training)
+        new, carried = _replacement(module, info, spec, inherit_affine)
         parent_path, _, name = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
         setattr(parent, name, new)
-        report.paths.append(path)
         cls_name = type(module).__name__
+        report.paths.append(path)
         report.counts[cls_name] = report.counts.get(cls_name, 0) + 1
         report.layouts[info.layout] = report.layouts.get(info.layout, 0) + 1
+        report.functions.setdefault(cls_name, info.formula())
+        report.inherited += int(carried)
+        if info.activation is not None:
+            acts = report.activations.setdefault(cls_name, {})
+            acts[info.activation] = acts.get(info.activation, 0) + 1
     return report
 
 

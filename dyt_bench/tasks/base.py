@@ -34,7 +34,8 @@ class BenchTask(pl.LightningModule):
     ``track_alpha: true`` adds the :class:`~dyt_bench.callbacks.AlphaTracker` (α vs 1/std of each DyT layer's input);
     ``track_saturation: true`` the :class:`~dyt_bench.callbacks.SaturationMonitor` (fraction of saturated inputs).
     Subclasses set ``task_name``, ``model_name`` and ``metric_modes`` (logged metric → "max" | "min"; the
-    result writer tracks the best value of each).
+    result writer tracks the best value of each), and override :meth:`chance_levels` where a metric has a known value
+    for a model that learned nothing (the leaderboard counts a run that ends there as stalled).
     """
 
     task_name = "task"
@@ -59,6 +60,10 @@ class BenchTask(pl.LightningModule):
         self.run_config: dict | None = None  # set by the CLI: the resolved config, recorded in result.json
         # Facts about how this run measures its metrics (e.g. the FID extractor), recorded as result.json "evaluation"
         self.evaluation: dict = {}
+
+    def chance_levels(self) -> dict[str, float]:
+        """Logged metric → its value at chance (recorded in result.json as ``chance``); none by default."""
+        return {}
 
     def place_norms(self, model: nn.Module, **kwargs) -> nn.Module:
         """Replace every norm of ``model`` by the configured kind, log what was replaced, return the model."""

@@ -141,6 +141,12 @@ class ImageClassification(BenchTask):
     def setup(self, stage: str) -> None:
         self.check_datamodule(num_classes=self.num_classes, img_size=self.img_size, in_chans=self.in_chans)
 
+    def chance_levels(self) -> dict[str, float]:
+        """Top-k accuracy of a guess uniform over the classes: k / num_classes."""
+        top5 = min(5, self.num_classes) / self.num_classes
+        return {f"{stage}/{name}": level for stage in ("val", "test")
+                for name, level in (("acc1", 1 / self.num_classes), ("acc5", top5))}
+
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 

@@ -212,7 +212,7 @@ class DNAClassification(_HyenaTask):
     """
 
     task_name = "dna_classification"
-    metric_modes = {"val/acc": "max", "val/loss": "min"}
+    metric_modes = {"val/acc": "max", "val/loss": "min", "test/acc": "max", "test/acc_at_best_val": "max"}
 
     def __init__(
         self,
@@ -259,6 +259,10 @@ class DNAClassification(_HyenaTask):
         dm = self.trainer.datamodule if self._trainer is not None else None
         hp = getattr(dm, "hparams", {})
         self._check_length(hp.get("max_length") if hasattr(hp, "get") else None, "data.max_length")
+
+    def chance_levels(self) -> dict[str, float]:
+        """Accuracy of a guess uniform over the classes: 1 / num_classes."""
+        return {name: 1 / self.num_classes for name in ("val/acc", "test/acc", "test/acc_at_best_val")}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(input_ids, attention_mask)

@@ -123,7 +123,7 @@ def test_a_2x2x2_grid_runs_and_its_nan_cells_show_as_diverge(make_grid, capsys):
     assert "8 already done, 0 to run" in capsys.readouterr().out
     assert _results(out) == results
 
-    assert leaderboard_main([str(out), "--format", "json"]) == 0
+    assert leaderboard_main([str(out), "--format", "json", "--stall-margin", "null"]) == 0
     cells = json.loads(capsys.readouterr().out)["cells"]
     for c in cells:
         kind, case = c["axes"]["model.norm.kind"], c["axes"]["case"]
@@ -249,7 +249,7 @@ def test_sigkill_mid_grid_then_rerun_finishes_without_rerunning_or_duplicating(m
     assert [p.name for p in (out / running).glob("attempts/*.json")] in ([], ["01-interrupted.json"])
     assert _summary(out)["counts"]["completed"] == 4
     capsys.readouterr()
-    assert leaderboard_main([str(out), "--format", "json"]) == 0
+    assert leaderboard_main([str(out), "--format", "json", "--stall-margin", "null"]) == 0
     assert sorted(c["n"] for c in json.loads(capsys.readouterr().out)["cells"]) == [2, 2]
 
 

@@ -57,6 +57,8 @@ def test_options_can_come_from_a_yaml_file(runs, tmp_path, capsys):
                                      ".htm, .png, .txt or --format {terminal,md,csv,json,html,png}"),
         (["--format", "png"], "--format png needs --output FILE.png"),
         (["--alpha", "1.5"], "--alpha must be in (0, 1); got 1.5"),
+        (["--stall-margin", "-0.1"], "--stall-margin must be >= 0 (in the metric's units); got -0.1"),
+        (["--test", "bootstrap", "--baseline", "kind=layernorm"], "--test bootstrap (kind=dyt): needs at least 8 trained runs per cell, got 2 and 3"),
     ],
 )
 def test_bad_input_is_refused_with_the_field_and_allowed_values(runs, capsys, tmp_path, args, message):

@@ -12,7 +12,8 @@ from dyt_bench.results import write_result
 
 
 def test_diverged_cells_show_diverge_and_partial_divergence_is_counted(runs, capsys):
-    assert main([str(runs), "--format", "md", "--baseline", "model.norm.kind=layernorm", "--scale", "100"]) == 0
+    assert main([str(runs), "--format", "md", "--baseline", "model.norm.kind=layernorm", "--scale", "100",
+                 "--value", "best"]) == 0
     md = capsys.readouterr().out
     row = next(line for line in md.splitlines() if line.startswith("| all"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -20,10 +21,15 @@ def test_diverged_cells_show_diverge_and_partial_divergence_is_counted(runs, cap
     names = [c.strip() for c in header.strip("|").split("|")]
     by_kind = dict(zip(names, cells, strict=True))
     assert by_kind["identity"].startswith("Diverge (3/3)")
-    assert "Diverge 1/3" in by_kind["dyt"] and by_kind["dyt"].startswith("**★ 92.45 ± 0.92 (2)")
+    # the survivors' mean, the count and what the diverged seed reached; never ranked, never a ★
+    assert by_kind["dyt"].startswith("92.45 ± 0.92 (2) · 1/3 diverged (reached 50.00)")
+    assert "survivors only" in by_kind["dyt"] and "★" not in by_kind["dyt"]
+    assert "not trained 1/3 vs 0/3: Fisher p=1.00" in by_kind["dyt"]
     assert by_kind["batchnorm"].startswith("failed 1")
     assert by_kind["layernorm"].startswith("91.27 ± 0.80 (3)<br>baseline")
-    assert "n.s." in by_kind["dyt"]
+    assert by_kind["rmsnorm"].startswith("**▸ 91.33 ± 1.53 (3)**")  # best of the cells where every run trained
+    assert "n.s." in by_kind["rmsnorm"] and "(Holm " in by_kind["rmsnorm"]
+    assert "at the best validation" in md and "Holm over 2 comparisons" in md
 
 
 def test_grid_file_gives_axes_baseline_paper_and_best_per_row(tmp_path, capsys):
@@ -38,7 +44,7 @@ def test_grid_file_gives_axes_baseline_paper_and_best_per_row(tmp_path, capsys):
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(grid))
     accs = {(2, "layernorm"): [0.80, 0.82], (2, "dyt"): [0.90, 0.92], (4, "layernorm"): [0.95, 0.97],
-            (4, "dyt"): [0.70, 0.72]}
+            (4, "dyt"): [0.70, 0.72]}  # best values; the final ones, shown by default, are 0.01 lower
     for (depth, kind), values in accs.items():
         for seed, acc in enumerate(values):
             write_result(out / f"d{depth}_{kind}_{seed}", make_result(kind, seed, acc, depth=depth))
@@ -50,24 +56,37 @@ def test_grid_file_gives_axes_baseline_paper_and_best_per_row(tmp_path, capsys):
     assert d2_dyt["best_in_row"] and d4_ln["best_in_row"] and not d4_dyt["best_in_row"]
     assert d4_dyt["paper"] == 82.5 and d2_dyt["paper"] is None
     assert d4_dyt["delta"] == pytest.approx(0.71 - 0.96)  # against layernorm at the same depth
-    assert d4_dyt["p_value"] == pytest.approx(welch_reference([0.70, 0.72], [0.95, 0.97]), rel=1e-9)
+    assert d4_dyt["p"] == pytest.approx(welch_reference([0.70, 0.72], [0.95, 0.97]), rel=1e-9)
     assert main([str(path)]) == 0  # the rich terminal table
     text = capsys.readouterr().out
-    assert "paper 82.5" in text and "★ 91.00 ± 1.41 (2)" in text and "toy · image_classification" in text
+    assert "paper 82.5" in text and "▸ 90.00 ± 1.41 (2)" in text and "toy · image_classification" in text
+    assert data["tables"][0]["header"] == ("val/acc1 ×100 at the final validation, max is better · Welch t-test, "
+                                           "Holm over 2 comparisons · paper version: not stated")
 
 
 def test_argbest_gives_the_best_value_of_an_axis_per_cell_of_the_others(runs, tmp_path, capsys):
     root = tmp_path / "alpha"
-    accs = {(1, 0.5): [0.90, 0.91], (1, 1.0): [0.80, 0.82], (2, 0.5): [0.70, 0.71], (2, 1.0): [0.95, 0.96]}
+    accs = {(1, 0.5): [0.90, 0.91], (1, 1.0): [0.80, 0.82], (2, 0.5): [0.70, 0.71], (2, 1.0): [0.95, 0.96],
+            (1, 2.0): [0.99, None], (2, 2.0): [None, None]}  # None: that seed diverged
     for (depth, a0), values in accs.items():
         for seed, acc in enumerate(values):
-            r = make_result("dyt", seed, acc, depth=depth)
+            r = make_result("dyt", seed, acc, depth=depth, status="completed" if acc is not None else "diverged")
             r.config["model"]["init_args"]["norm"]["alpha_init"] = a0
             write_result(root / f"{depth}_{a0}_{seed}", r)
     data = leaderboard_json(capsys, root, "--argbest", "alpha_init", "--cols", "depth")
-    assert cell_of(data, **{"model.model_kwargs.depth": "1"})["argbest"] == "0.5"
-    assert cell_of(data, **{"model.model_kwargs.depth": "2"})["argbest"] == "1.0"
-    assert cell_of(data, **{"model.model_kwargs.depth": "2"})["runner_up"] == "0.5"
+    d1, d2 = (cell_of(data, **{"model.model_kwargs.depth": d}) for d in ("1", "2"))
+    # α0 = 2.0 at depth 1 has the best survivor (0.99) but one seed diverged: it is listed, not chosen
+    assert d1["argbest"] == "0.5" and d1["runner_up"] == "1.0" and d1["delta"] == pytest.approx(0.095)
+    assert d2["argbest"] == "1.0" and d2["runner_up"] == "0.5" and d2["delta"] == pytest.approx(0.25)
+    assert d1["not_trained_values"] == {"2.0": {"diverged": 1, "stalled": 0, "runs": 2}}
+    assert d2["not_trained_values"] == {"2.0": {"diverged": 2, "stalled": 0, "runs": 2}}
+    for c in (d1, d2):  # the winner was picked by its mean: no test against the runner-up, no star
+        assert c["p"] is None and c["p_holm"] is None and c["significant"] is False and c["ci95"] is None
+    assert main([str(root), "--argbest", "alpha_init", "--cols", "depth", "--format", "md"]) == 0
+    md = capsys.readouterr().out
+    assert "alpha_init=0.5: 0.8950 ± 0.0071 (2)<br>runner-up 1.0: Δ +0.0950<br>not trained: alpha_init=2.0 " \
+           "(1/2 diverged)" in md
+    assert "untested (the winner is selected by it)" in md and "★" not in md.split("\n\n")[1]
 
 
 def test_seeds_and_where_a_run_writes_are_never_axes(tmp_path, capsys):
@@ -84,12 +103,12 @@ def test_seeds_and_where_a_run_writes_are_never_axes(tmp_path, capsys):
 
 
 def test_final_metric_and_min_mode(runs, capsys):
-    data = leaderboard_json(capsys, runs, "--metric", "val/loss", "--value", "final")
-    assert data["mode"] == "min"  # a loss: lower is better by default
+    data = leaderboard_json(capsys, runs, "--metric", "val/loss")
+    assert data["mode"] == "min" and data["value"] == "final"  # as the task declared; the final value by default
     ln = cell_of(data, **{"model.norm.kind": "layernorm"})
     assert ln["mean"] == pytest.approx(statistics.fmean(1 - a - 0.01 for a in ACC["layernorm"]))
     best = [c for c in data["cells"] if c["best_in_row"]]
-    assert [c["axes"]["model.norm.kind"] for c in best] == ["dyt"]  # the lowest loss
+    assert [c["axes"]["model.norm.kind"] for c in best] == ["rmsnorm"]  # lowest loss where every run trained
 
 
 def _scored_runs(root, modes):
@@ -97,36 +116,40 @@ def _scored_runs(root, modes):
     each run's task declares (None: a result file written before tasks declared directions)."""
     for kind, scores in {"layernorm": [0.30, 0.31], "dyt": [0.10, 0.11]}.items():
         for seed, score in enumerate(scores):
-            r = make_result(kind, seed, None)
+            r = make_result(kind, seed, None, modes=modes)
             r.metrics_best = r.metrics_final = {"val/score": score}
-            if modes is not None:
-                r.metric_modes = dict(modes)
             write_result(root / f"{kind}_s{seed}", r)
     return root
 
 
-def test_the_direction_a_task_declares_wins_over_the_metric_name(tmp_path, capsys):
+def test_the_direction_is_the_one_the_task_declares(tmp_path, capsys):
     root = _scored_runs(tmp_path / "runs", {"val/score": "min"})
     data = leaderboard_json(capsys, root, "--metric", "val/score")
-    assert data["mode"] == "min"  # declared; the name alone would have said max
+    assert data["mode"] == "min"
     assert [c["axes"]["model.norm.kind"] for c in data["cells"] if c["best_in_row"]] == ["dyt"]
     data = leaderboard_json(capsys, root, "--metric", "val/score", "--mode", "max")  # an explicit --mode still wins
     assert data["mode"] == "max"
     assert [c["axes"]["model.norm.kind"] for c in data["cells"] if c["best_in_row"]] == ["layernorm"]
 
 
-def test_the_metric_name_decides_the_direction_only_when_no_task_declares_it(tmp_path, capsys):
-    root = _scored_runs(tmp_path / "old", None)
-    assert leaderboard_json(capsys, root, "--metric", "val/score")["mode"] == "max"
-    root = _scored_runs(tmp_path / "other", {"val/loss": "min"})  # declares other metrics, not this one
-    assert leaderboard_json(capsys, root, "--metric", "val/score")["mode"] == "max"
+@pytest.mark.parametrize("modes", [None, {"val/loss": "min"}], ids=["old-result-files", "other-metrics-only"])
+def test_an_undeclared_direction_is_an_error_asking_for_mode(tmp_path, capsys, modes):
+    root = _scored_runs(tmp_path / "runs", modes)
+    for metric in ("val/score", "val/loss_like_name"):  # no name heuristic: not even a name that says "loss"
+        for r in root.rglob("result.json"):
+            text = r.read_text().replace('"val/score"', f'"{metric}"').replace('"val/loss_like_name"', f'"{metric}"')
+            r.write_text(text)
+        assert main([str(root), "--metric", metric, "--format", "json"]) == 2
+        err = capsys.readouterr().err
+        assert f"--mode: no result declares whether {metric!r} is better high or low" in err
+        assert "give --mode max or --mode min" in err
+        assert leaderboard_json(capsys, root, "--metric", metric, "--mode", "min")["mode"] == "min"
 
 
 def test_contradicting_declared_directions_ask_for_mode(tmp_path, capsys):
     root = _scored_runs(tmp_path / "runs", {"val/score": "min"})
-    r = make_result("rmsnorm", 0, None)
+    r = make_result("rmsnorm", 0, None, modes={"val/score": "max"})
     r.metrics_best = r.metrics_final = {"val/score": 0.2}
-    r.metric_modes = {"val/score": "max"}
     write_result(root / "rmsnorm_s0", r)
     assert main([str(root), "--metric", "val/score", "--format", "json"]) == 2
     assert "the results declare both max and min for 'val/score'" in capsys.readouterr().err
