@@ -26,7 +26,9 @@ from pathlib import Path
 from dyt_bench.grid.spec import ATTEMPTS_DIR, GRID_SUMMARY_FILE
 from dyt_bench.results import RESULT_FILE, atomic_write_text
 
-BLOCK = re.compile(r"<!-- leaderboard: (?P<args>.*?) -->\n(?P<body>.*?)<!-- /leaderboard -->", re.DOTALL)
+# A block's comments stand alone on their lines (so a comment quoted inside prose is not a block).
+BLOCK = re.compile(r"^<!-- leaderboard: (?P<args>[^\n]*?) -->\n(?P<body>.*?)^<!-- /leaderboard -->$",
+                   re.DOTALL | re.MULTILINE)
 DROPPED_FIELDS = ("norm_replacement",)  # per-module replacement lists: bulky, and no table reads them
 ERROR_CHARS = 2000  # a failed run's traceback is cut to its last characters
 
