@@ -68,9 +68,8 @@ class NormSpec:
     affine: bool | None = None
 
     def __post_init__(self) -> None:
-        from .factory import NormFactory  # the factory imports this module: the kinds it builds, read at run time
-
-        check_choice("norm.kind", self.kind, NormFactory.kinds())
+        # NORM_KINDS are the names NormFactory builds (its table is checked against them), read without importing it
+        check_choice("norm.kind", self.kind, NORM_KINDS)
         if self.affine is not None and not isinstance(self.affine, bool):
             raise ValueError("norm.affine must be true, false or null (keep the replaced layer's); "
                              f"got {self.affine!r}")
