@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,8 +103,24 @@ def update(doc: Path, root: Path) -> int:
     return changed
 
 
-def _slim(path: Path) -> str:
-    data = json.loads(path.read_text(encoding="utf-8"))
+def _relocated(value, moves: list[tuple[str, str]]):
+    """``value`` with every string's absolute prefixes rewritten by ``moves`` (old prefix → new; an empty new prefix
+    leaves the path relative), in nested data."""
+    if isinstance(value, str):
+        for old, new in moves:
+            if value == old or value.startswith(old + "/"):
+                rest = value[len(old):]
+                return new + rest if new else (rest.lstrip("/") or ".")
+        return value
+    if isinstance(value, dict):
+        return {k: _relocated(v, moves) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocated(v, moves) for v in value]
+    return value
+
+
+def _slim(path: Path, moves: list[tuple[str, str]]) -> str:
+    data = _relocated(json.loads(path.read_text(encoding="utf-8")), moves)
     for key in DROPPED_FIELDS:
         if data.get(key):
             data[key] = {}
@@ -116,18 +131,21 @@ def _slim(path: Path) -> str:
 
 def export(source: Path, dest: Path) -> list[Path]:
     """Copy a grid's (or any run directory's) ``grid.json`` and ``result.json`` files to ``dest``, keeping their
-    relative paths, leaving out earlier attempts and the bulky fields no table reads. Returns the files written."""
+    relative paths, leaving out earlier attempts and the bulky fields no table reads. Paths inside them are made
+    machine-independent: the source directory becomes ``dest`` and the repository root (the working directory)
+    is dropped, so ``/home/me/dyt-bench/configs/x.yaml`` reads ``configs/x.yaml``. Returns the files written."""
+    moves = [(str(source.resolve()), str(dest)), (str(Path.cwd().resolve()), "")]
     written = []
     summary = source / GRID_SUMMARY_FILE
     if summary.is_file():
-        (dest / GRID_SUMMARY_FILE).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(summary, dest / GRID_SUMMARY_FILE)
+        atomic_write_text(dest / GRID_SUMMARY_FILE, json.dumps(
+            _relocated(json.loads(summary.read_text(encoding="utf-8")), moves), indent=2) + "\n")
         written.append(dest / GRID_SUMMARY_FILE)
     for path in sorted(source.rglob(RESULT_FILE)):
         rel = path.relative_to(source)
         if ATTEMPTS_DIR in rel.parts[:-1]:
             continue
-        atomic_write_text(dest / rel, _slim(path))
+        atomic_write_text(dest / rel, _slim(path, moves))
         written.append(dest / rel)
     if not written:
         raise FileNotFoundError(f"no {GRID_SUMMARY_FILE} or {RESULT_FILE} under {source}")

@@ -89,3 +89,21 @@ def test_the_machinery_on_a_fixture(tmp_path, monkeypatch, capsys):
     assert main(["check", str(doc)]) == 1 and "-| all | 90.34" in capsys.readouterr().out
     assert main(["update", str(doc)]) == 0 and main(["check", str(doc)]) == 0
     assert "1 documented table(s) match their results" in capsys.readouterr().out
+
+
+def test_export_leaves_no_machine_local_path(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    run = repo / "runs" / "g" / "cell_s0"
+    run.mkdir(parents=True)
+    monkeypatch.chdir(repo)
+    data = {"config": {"config": [str(repo / "configs" / "base.yaml")],
+                       "trainer": {"default_root_dir": str(run)}}, "note": "unrelated /elsewhere/path"}
+    (run / "result.json").write_text(json.dumps(data), encoding="utf-8")
+    (repo / "runs" / "g" / "grid.json").write_text(json.dumps({"output": str(repo / "runs" / "g")}), encoding="utf-8")
+    export(repo / "runs" / "g", Path("results/g"))
+    got = json.loads((repo / "results/g/cell_s0/result.json").read_text(encoding="utf-8"))
+    assert got["config"]["config"] == ["configs/base.yaml"]
+    assert got["config"]["trainer"]["default_root_dir"] == "results/g/cell_s0"
+    assert got["note"] == "unrelated /elsewhere/path"  # only whole path prefixes move
+    assert json.loads((repo / "results/g/grid.json").read_text(encoding="utf-8")) == {"output": "results/g"}
+    assert str(tmp_path) not in (repo / "results/g/cell_s0/result.json").read_text(encoding="utf-8")
