@@ -18,3 +18,13 @@ def _few_threads():
     # The CI machine has 2 cores; oversubscription makes small CPU tests slower, not faster.
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture
+def one_thread():
+    # one thread for tests of small models on a shared two-core machine (two per process slow them several-fold);
+    # a test module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

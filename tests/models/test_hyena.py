@@ -9,14 +9,7 @@ from dyt_bench.datamodules.dna import PAD_ID
 from dyt_bench.models.hyena import HYENA_SIZES, HyenaClassifier, HyenaConfig, HyenaLM, fft_causal_conv
 from dyt_bench.norms import SquashNorm, count_norms
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # two threads per process on a shared two-core machine slow these small models down several-fold
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_fft_long_conv_equals_direct_causal_conv_float64():

@@ -14,14 +14,7 @@ from dyt_bench.datamodules import GenomeDataModule, GenomicBenchmarksDataModule
 from dyt_bench.datamodules.dna import DNA_VOCAB_SIZE, GENOMIC_BENCHMARKS, N_ID
 from dyt_bench.tasks import DNAClassification, DNAPretraining, OptimConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # two threads per process on a shared two-core machine slow these small models down several-fold
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_filters_take_no_weight_decay():
