@@ -7,8 +7,8 @@
     python benchmarks/dit_step.py digits --smoke
 
 ``throughput``: each step is a full DiT training step — noise, hybrid loss (L_simple + L_vlb), backward, AdamW —
-on random latents with random labels and timesteps, after warm-up steps, for LayerNorm, DyT through the fused Triton
-op, and DyT eager, in one process. ``digits``: runs ``configs/diffusion/dit_s2_digits.yaml`` once with LayerNorm and
+on random latents with random labels and timesteps, after warm-up steps, for LayerNorm, DyT through the op's
+``impl='auto'`` (``--variants`` adds ``dyt-triton``), and DyT eager, in one process. ``digits``: runs ``configs/diffusion/dit_s2_digits.yaml`` once with LayerNorm and
 once with DyT (each in its own process, same seed and budget), then tabulates loss, FID (the same offline extractor
 for both), steps/s and the sample grids, and plots the training-loss curves. Prints markdown tables (``--output``
 also writes them to a file).
@@ -106,10 +106,10 @@ def run_throughput(args) -> str:
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    variants = [("layernorm", NormSpec("layernorm"))]
-    if device == "cuda" and triton_available():
-        variants.append(("dyt-triton", NormSpec("dyt", impl="triton")))
-    variants.append(("dyt-eager", NormSpec("dyt", impl="eager")))
+    specs = {"layernorm": NormSpec("layernorm"), "dyt-auto": NormSpec("dyt", impl="auto"),
+             "dyt-triton": NormSpec("dyt", impl="triton"), "dyt-eager": NormSpec("dyt", impl="eager")}
+    variants = [(label, specs[label]) for label in args.variants
+                if label != "dyt-triton" or (device == "cuda" and triton_available())]
     rows, base = [], None
     for label, spec in variants:
         print(f"{args.model} {label} ...", flush=True)
@@ -249,6 +249,9 @@ def main() -> None:
     tp.add_argument("--warmup", type=int, default=10)
     tp.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     tp.add_argument("--profile", action="store_true", help="print the top kernels of one profiled step per norm")
+    tp.add_argument("--variants", nargs="+", default=["layernorm", "dyt-auto", "dyt-eager"],
+                    choices=["layernorm", "dyt-auto", "dyt-triton", "dyt-eager"],
+                    help="norms to time (dyt-auto: the op's impl='auto')")
     dg = sub.add_parser("digits", help="DiT-S/2 on digits: LN vs DyT training with FID")
     dg.add_argument("--config", default="configs/diffusion/dit_s2_digits.yaml")
     dg.add_argument("--kinds", nargs="+", default=["layernorm", "dyt"])

@@ -2,6 +2,8 @@
 DyT eager, in the same run, on synthetic data.
 
     python benchmarks/image_throughput.py --models vit_base_patch16_224 convnext_base resnet50 --batch 256
+    python benchmarks/image_throughput.py --models vit_base_patch16_224 --compile
+    DYT_BENCH_COMPILED_FORWARD=custom_op python benchmarks/image_throughput.py --compile --variants dyt-auto
 
 Each step is a full training step (forward, backward, AdamW) under bf16 autocast, channels-last memory, on random
 224×224 images; the timed steps follow warm-up steps. Prints a markdown table (and writes it with --output).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import time
 
@@ -69,6 +72,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--compile", action="store_true", help="torch.compile each model")
+    parser.add_argument("--variants", nargs="+", default=["baseline", "dyt-auto", "dyt-eager"],
+                        choices=["baseline", "dyt-auto", "dyt-triton", "dyt-eager"],
+                        help="norms to time (baseline: the model's own; dyt-auto: the op's impl='auto')")
     parser.add_argument("--output", help="also write the markdown table here")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -76,12 +82,14 @@ def main() -> None:
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    variants = [("baseline", None), ("dyt-triton", NormSpec("dyt", impl="triton")),
-                ("dyt-eager", NormSpec("dyt", impl="eager"))]
+    specs = {"baseline": None, "dyt-auto": NormSpec("dyt", impl="auto"), "dyt-triton": NormSpec("dyt", impl="triton"),
+             "dyt-eager": NormSpec("dyt", impl="eager")}
+    variants = [(label, specs[label]) for label in args.variants]
     lines = [
         f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; python {platform.python_version()}; "
         f"batch {args.batch}, {args.img_size}×{args.img_size}, bf16 autocast, channels-last, "
-        f"{'torch.compile, ' if args.compile else ''}{args.steps} timed steps after {args.warmup} warm-up",
+        f"{'torch.compile, ' if args.compile else ''}{args.steps} timed steps after {args.warmup} warm-up"
+        + (f", compiled forward {os.environ.get('DYT_BENCH_COMPILED_FORWARD', 'decomposed')}" if args.compile else ""),
         "",
         "| model | norm | images/s | vs baseline | peak GiB |",
         "|---|---|---|---|---|",

@@ -4,6 +4,7 @@ Liger-Kernel, the fused Triton op) and Identity (no norm at all: the floor any n
     python benchmarks/model_step.py                                  # 8 layers, hidden 2048, 16 heads, 4 × 2048 tokens
     python benchmarks/model_step.py --layers 4 --hidden 1024 --seq 1024 --steps 10
     python benchmarks/model_step.py --branch-scale 1 --gemm-probe    # transformers' init; GEMM speed by data
+    python benchmarks/model_step.py --compile --variants rmsnorm auto eager   # compiled models
 
 Train step = forward + backward + fused AdamW step on bf16 weights, from input embeddings (no vocabulary, so the
 norm's share is not diluted by the embedding / LM head); forward = the same forward under ``torch.no_grad``.
@@ -132,6 +133,7 @@ def profile_step(train_step) -> tuple[float | None, float]:
 
 
 PROFILE = False
+VARIANT_KEYS = ("rmsnorm", "eager", "liger", "auto", "identity")
 
 
 def mlp_inputs(model: nn.Module, embeds: torch.Tensor) -> list[torch.Tensor]:
@@ -182,6 +184,9 @@ def main(argv=None) -> int:
                              "for every variant; the default 0.1 keeps the stack without norms finite, so that "
                              "Identity is a floor (1: transformers' own init, under which the Identity stack "
                              "overflows bf16 from hidden 2048 on)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each variant's model")
+    parser.add_argument("--variants", nargs="+", choices=VARIANT_KEYS, default=list(VARIANT_KEYS),
+                        help="variants to time (auto: DyT through the op's impl='auto')")
     parser.add_argument("--gemm-probe", action="store_true",
                         help="also time one fixed GEMM on each variant's MLP inputs (data-dependent GEMM speed)")
     args = parser.parse_args(argv)
@@ -200,9 +205,11 @@ def main(argv=None) -> int:
         "RMSNorm (transformers)": None,
         "DyT eager": lambda c: EagerDyT(c),
         "DyT Liger-Kernel": liger_dyt,
-        "DyT ours (Triton)": lambda c: build_norm(NormSpec("dyt", alpha_init=0.5, impl="triton"), c),
+        "DyT ours (impl=auto)": lambda c: build_norm(NormSpec("dyt", alpha_init=0.5, impl="auto"), c),
         "Identity (no norm)": lambda c: nn.Identity(),
     }
+    keys = dict(zip(VARIANT_KEYS, variants, strict=True))
+    variants = {keys[k]: variants[keys[k]] for k in args.variants}
     gen = torch.Generator(device="cuda").manual_seed(0)
     embeds = torch.randn(args.batch, args.seq, args.hidden, device="cuda", generator=gen).to(torch.bfloat16)
     results: dict[str, list] = {name: [] for name in variants}
@@ -218,6 +225,8 @@ def main(argv=None) -> int:
                 print(f"{name}: skipped ({exc})")
                 continue
             model = model.cuda().to(torch.bfloat16).train()
+            if args.compile:
+                model = torch.compile(model)
             train_ms, fwd_ms, (norm_ms, gemm_ms), finite = measure(model, embeds, args.steps, args.warmup)
             peak = torch.cuda.max_memory_allocated() / 2**30
             results[name].append((replaced, train_ms, fwd_ms, norm_ms, gemm_ms, peak, finite))
@@ -239,7 +248,8 @@ def main(argv=None) -> int:
              (max(x[1] for x in r) - min(x[1] for x in r)) / med([x[1] for x in r])) for name, r in results.items() if r]
     floor = next((r for r in rows if r[0].startswith("Identity")), None)
     lines = [f"LLaMA stack: {args.layers} layers, hidden {args.hidden}, {args.heads} heads, batch {args.batch} × "
-             f"{args.seq} tokens, bf16, {torch.cuda.get_device_name(0)}, torch {torch.__version__}; residual "
+             f"{args.seq} tokens, bf16, {'torch.compile, ' if args.compile else ''}{torch.cuda.get_device_name(0)}, "
+             f"torch {torch.__version__}; residual "
              f"branch output projections × {args.branch_scale:g}; median of {args.repeats} interleaved repeats of "
              f"{args.steps} steps", "",
              "| norm | train step ms | vs Identity | forward ms | vs Identity | Triton norm kernels ms / step "

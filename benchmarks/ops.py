@@ -7,6 +7,8 @@ the statistics norms (LayerNorm, RMSNorm), as times, GB/s and % of the memory fl
     python benchmarks/ops.py --only none --sweep-fn erf   # one function's own tuning, against tanh
     python benchmarks/ops.py --only none --sweep-fn erf --sweep-stages bwd --sweep-shapes 65536x1536,50432x768
     python benchmarks/ops.py --json out.json       # also write every row
+    python benchmarks/ops.py --only none --host    # host time per call: DyT (auto, eager, Liger) against LayerNorm
+    python benchmarks/ops.py --only none --sweep-device   # this device's own knobs (DEVICE_TUNING)
 
 Floor: the time to move the bytes the op must move at the device-to-device copy bandwidth measured in this run
 (forward: read x, write y; forward + backward: 5 passes — read x, write y, read x and dy, write dx). Times are GPU
@@ -339,6 +341,67 @@ def sweep(bw, quick, wide: bool = False) -> list[Row]:
     return rows
 
 
+DEVICE_SWEEP_SHAPES = "50432x768,128x256x56x56,64x96x112x112"
+
+
+def device_sweep_grid(stage: str, channels_last: bool) -> list[tuple[str, Overrides]]:
+    """``--sweep-device``'s configurations: the knobs that set a device's own tuning (``DEVICE_TUNING`` in
+    dyt_bench/ops/triton/blocks.py), on the shapes where another device's defaults fall short."""
+    out = []
+    if stage == "fwd":
+        caps = [2048, 4096] if not channels_last else [None]
+        for tile, warps, cap in itertools.product([2048, 4096, 8192], [4, 8], caps):
+            knobs = Overrides(fwd_tile=tile, fwd_warps=warps, fwd_max_cols_block=cap)
+            out.append((f"tile={tile} warps={warps}" + (f" cols<={cap}" if cap else ""), knobs))
+    else:
+        caps = [256, 512] if not channels_last else [None]
+        pps_options = [2, 4] if not channels_last else [2, 4, 8]
+        for tile, warps, pps, cap in itertools.product([2048, 4096, 8192], [4, 8], pps_options, caps):
+            knobs = Overrides(bwd_tile=tile, bwd_warps=warps, programs_per_sm=pps, bwd_max_cols_block=cap)
+            out.append((f"tile={tile} warps={warps} pps={pps}" + (f" cols<={cap}" if cap else ""), knobs))
+    return out
+
+
+def sweep_device(bw, quick, shapes: str = DEVICE_SWEEP_SHAPES) -> list[Row]:
+    """Times :func:`device_sweep_grid` (tanh, bf16) on ``shapes``: the forward against a 2-pass floor, the backward
+    launch alone (kernel and partial sums) against a 3-pass floor, each stage's current choice on this device first."""
+    from dyt_bench.ops.triton.launch import launch_backward, launch_forward
+
+    rows = []
+    for shape, channel_dim in parse_shapes(shapes):
+        x, a, w, b, dy = make_inputs(shape, torch.bfloat16, channel_dim)
+        n_bytes = x.numel() * 2
+        dim = channel_dim % x.dim()
+        label_shape = "x".join(map(str, shape))
+        for stage in ("fwd", "bwd"):
+            floor = (2 if stage == "fwd" else 3) * n_bytes / bw / 1e6
+            results = []
+            for label, knobs in [("current", None)] + device_sweep_grid(stage, channel_dim == -1):
+                try:
+                    if stage == "fwd":
+                        fwd_args = (x, a, w, b, None, "tanh", dim, knobs)
+                        with torch.no_grad():
+                            ms = graph_ms(lambda: launch_forward(*fwd_args), quick)  # noqa: B023 (called at once)
+                    else:
+                        bwd_args = (dy, x, a, w, None, "tanh", dim, True, True, True, True, False, knobs)
+                        ms = graph_ms(lambda: launch_backward(*bwd_args), quick)  # noqa: B023
+                except Exception as exc:  # e.g. out of registers at one configuration
+                    print(f"  {stage} {label}: failed ({type(exc).__name__})")
+                    continue
+                results.append((ms, label))
+            current = next(ms for ms, label in results if label == "current")
+            results.sort()
+            print(f"sweep-device {stage} {label_shape} bf16: current {current:.4f} ms "
+                  f"({100 * floor / current:.1f}%), best first", flush=True)
+            for ms, label in results[:6]:
+                print(f"  {ms:8.4f} ms {100 * floor / ms:5.1f}%  {label}")
+            for ms, label in [(current, "current")] + [r for r in results[:6] if r[1] != "current"]:
+                rows.append(Row(f"sweep-device {stage}", label_shape, "bf16", label,
+                                ms if stage == "fwd" else None, None, 100 * floor / ms if stage == "fwd" else None,
+                                ms if stage == "bwd" else None, 100 * floor / ms if stage == "bwd" else None, None))
+    return rows
+
+
 SWEEP_FN_SHAPES = "32768x4096,50432x768,128x256x56x56"
 
 
@@ -434,47 +497,116 @@ def sweep_fn(bw, quick, fn: str = "erf", shapes: str = SWEEP_FN_SHAPES, stages=(
     return rows
 
 
-def host_overhead(shape=(4096, 1024), calls: int = 300) -> None:
-    """CPU time per call (µs) of forward and forward + backward on a small tensor, where the host is the bottleneck,
-    for each DyT contender; then a cProfile of ours."""
-    import cProfile
-    import pstats
+HOST_SCAN = [((8, 1024), True), ((512, 1024), True), ((4096, 1024), True), ((4096, 1024), False),
+             ((32768, 384), False), ((16384, 768), True), ((65536, 768), True)]
+
+
+def _per_call_us(fn, calls: int) -> float:
     import time
 
-    x, a, w, b, dy = make_inputs(shape, torch.bfloat16, -1)
-    leaves = [x.clone().requires_grad_(), a.clone().requires_grad_(), w.clone().requires_grad_(),
-              b.clone().requires_grad_()]
-    print(f"host time per call, {'x'.join(map(str, shape))} bf16 (CPU clock, GPU synchronised once at the end):")
-    for name, impl in [("dyt ours (triton)", ours()), ("dyt eager", naive), ("dyt liger", liger())]:
-        if impl is None:
-            continue
+    for _ in range(20):
+        fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return 1e6 * (time.perf_counter() - start) / calls
 
-        def fwd_bwd(impl=impl):
-            impl(*leaves).backward(dy)
-            for t in leaves:
+
+def host_overhead(quick: bool, shape=(4096, 1024)) -> list[Row]:
+    """Wall time per call (µs: CPU clock over a loop of calls, the GPU synchronised once at the end, so a call whose
+    host side is slower than its kernels is timed by its host side) of forward and forward + backward, as modules
+    (``nn.LayerNorm``, DyT with ``impl="auto"``, DyT eager, Liger's DyT) and as functions; then the same for DyT auto
+    and eager over :data:`HOST_SCAN` (with and without γ/β: DiT's norms have none), which sets ``impl="auto"``'s
+    rule; then a cProfile of the DyT module's forward + backward."""
+    import cProfile
+    import pstats
+
+    from torch import nn
+
+    from dyt_bench.norms import NormSpec, build_norm
+
+    calls = 200 if quick else 1000
+    rows = []
+
+    def modules(c, affine=True):
+        # LayerNorm's fused kernel wants its parameters in the input dtype; DyT's stay float32 (as under autocast)
+        out = {"layernorm module (nn.LayerNorm)": nn.LayerNorm(c, elementwise_affine=affine, dtype=torch.bfloat16),
+               "dyt module impl=auto": build_norm(NormSpec("dyt", impl="auto", affine=affine), c),
+               "dyt module impl=eager": build_norm(NormSpec("dyt", impl="eager", affine=affine), c)}
+        if affine:
+            try:
+                from liger_kernel.transformers.dyt import LigerDyT
+
+                out["dyt liger module"] = LigerDyT(c, beta=True, init_alpha=0.5)
+            except ImportError:
+                pass
+        return out
+
+    def measure(label_shape, name, module, x, dy, affine):
+        module = module.cuda()
+        xg = x.clone().requires_grad_()
+        params = list(module.parameters())
+
+        def fwd():
+            with torch.no_grad():
+                module(x)
+
+        def fwd_bwd():
+            module(xg).backward(dy)
+            xg.grad = None
+            for p in params:
+                p.grad = None
+
+        f_us, fb_us = _per_call_us(fwd, calls), _per_call_us(fwd_bwd, calls)
+        row = Row("host time per call (µs)", label_shape, "bf16", name + ("" if affine else ", no γ/β"),
+                  f_us / 1e3, None, None, fb_us / 1e3, None, None, "wall per call in a loop (CPU clock)")
+        print(f"  {label_shape:<12} {row.impl:<40} fwd {f_us:8.1f} µs   fwd+bwd {fb_us:8.1f} µs", flush=True)
+        return row
+
+    print(f"host time per call, {'x'.join(map(str, shape))} bf16 (µs, wall per call in a loop of {calls}):")
+    x, a, w, b, dy = make_inputs(shape, torch.bfloat16, -1)
+    for name, module in modules(shape[-1]).items():
+        rows.append(measure("x".join(map(str, shape)), name, module, x, dy, True))
+    # the bare functions, parameters as the modules hold them (float32; F.layer_norm: the input dtype)
+    leaves = [x.clone().requires_grad_(), a.reshape(1).clone().requires_grad_(), w.clone().requires_grad_(),
+              b.clone().requires_grad_()]
+    wb = [w.to(x.dtype).requires_grad_(), b.to(x.dtype).requires_grad_()]
+    from dyt_bench.ops import squash_affine
+
+    for name, f, args in (("F.layer_norm", lambda t, w_, b_: F.layer_norm(t, (shape[-1],), w_, b_), [leaves[0]] + wb),
+                          ("squash_affine impl=auto", lambda t, a_, w_, b_: squash_affine(t, a_, w_, b_), leaves)):
+        def fwd(f=f, args=args):
+            with torch.no_grad():
+                f(*args)
+
+        def fwd_bwd(f=f, args=args):
+            f(*args).backward(dy)
+            for t in args:
                 t.grad = None
 
-        def fwd(impl=impl):
-            with torch.no_grad():
-                impl(x, a, w, b)
-
-        for label, fn in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
-            for _ in range(20):
-                fn()
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            torch.cuda.synchronize()
-            print(f"  {name:<20} {label:<8} {1e6 * (time.perf_counter() - start) / calls:8.1f} µs")
-    f = ours()
+        f_us, fb_us = _per_call_us(fwd, calls), _per_call_us(fwd_bwd, calls)
+        rows.append(Row("host time per call (µs)", "x".join(map(str, shape)), "bf16", name, f_us / 1e3, None, None,
+                        fb_us / 1e3, None, None, "wall per call in a loop (CPU clock)"))
+        print(f"  {'x'.join(map(str, shape)):<12} {name:<40} fwd {f_us:8.1f} µs   fwd+bwd {fb_us:8.1f} µs")
+    print("impl='auto' against eager and LayerNorm over sizes (the auto rule):")
+    for scan_shape, affine in HOST_SCAN:
+        xs, _, _, _, dys = make_inputs(scan_shape, torch.bfloat16, -1)
+        for name, module in modules(scan_shape[-1], affine).items():
+            if "liger" in name:
+                continue
+            rows.append(measure("x".join(map(str, scan_shape)), name, module, xs, dys, affine))
+    module = build_norm(NormSpec("dyt", impl="auto"), shape[-1]).cuda()
+    xg = x.clone().requires_grad_()
     prof = cProfile.Profile()
     prof.enable()
-    for _ in range(100):
-        f(*leaves).backward(dy)
+    for _ in range(200):
+        module(xg).backward(dy)
     prof.disable()
     torch.cuda.synchronize()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -489,6 +621,11 @@ def main(argv=None) -> int:
                         help="--sweep-fn's stages")
     parser.add_argument("--sweep-current-only", action="store_true",
                         help="--sweep-fn times only the function's current tuning against tanh (no grid)")
+    parser.add_argument("--sweep-device", action="store_true",
+                        help="sweep the knobs of this device's own tuning (DEVICE_TUNING) on --sweep-device-shapes")
+    parser.add_argument("--sweep-device-shapes", default=DEVICE_SWEEP_SHAPES, help="--sweep-device's shapes")
+    parser.add_argument("--no-compile-peers", action="store_true",
+                        help="leave the torch.compile contenders out of the tables (they compile per shape)")
     parser.add_argument("--json", help="write every row here")
     parser.add_argument("--host", action="store_true", help="also measure host (CPU) time per call, and profile ours")
     parser.add_argument("--markdown", help="write the markdown table here")
@@ -517,6 +654,8 @@ def main(argv=None) -> int:
     rows: list[Row] = []
     if "tokens" in only:
         impls = contenders_tokens()
+        if args.no_compile_peers:
+            impls = {name: impl for name, impl in impls.items() if "torch.compile" not in name}
         for shape, dt in TOKEN_SHAPES:
             rows += bench_rows("tokens (B·N, C)", shape, dt, impls, -1, bw, args.quick)
     if "feature_maps" in only:
@@ -526,6 +665,8 @@ def main(argv=None) -> int:
         compiled_cf = torch.compile(naive_cf)
         for shape, dt in FEATURE_MAP_SHAPES:
             impls = {"dyt ours (triton)": ours(channel_dim=1), "dyt eager": naive_cf, "dyt torch.compile": compiled_cf}
+            if args.no_compile_peers:
+                del impls["dyt torch.compile"]
             rows += bench_rows("feature maps (B, C, H, W)", shape, dt, impls, 1, bw, args.quick)
             # the same tensor in torch.channels_last memory format: the kernels take it as tokens, no copy
             x, a, w, b, dy = make_inputs(shape, DTYPES[dt], 1)
@@ -567,11 +708,13 @@ def main(argv=None) -> int:
                         None, 100 * 2 * n_bytes / bw / 1e6 / t_strided, None, None, None,
                         f"contiguous: {t_contig:.4f} ms"))
     if args.host:
-        host_overhead()
+        rows += host_overhead(args.quick)
     if args.sweep:
         rows += sweep(bw, args.quick)
     if args.sweep_wide:
         rows += sweep(bw, args.quick, wide=True)
+    if args.sweep_device:
+        rows += sweep_device(bw, args.quick, args.sweep_device_shapes)
     if args.sweep_fn:
         rows += sweep_fn(bw, args.quick, args.sweep_fn, args.sweep_shapes, args.sweep_stages,
                          args.sweep_current_only)

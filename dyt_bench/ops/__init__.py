@@ -42,6 +42,11 @@ def triton_available() -> bool:
     return _TRITON_AVAILABLE
 
 
+AUTO_EAGER_BELOW = 0  # elements: ``impl="auto"`` takes the eager op under this size (docs/benchmarks.md)
+
+_fused = None  # dyt_bench.ops.triton.op.squash_affine_fused, bound on first use
+
+
 def squash_affine(
     x: torch.Tensor,
     alpha: torch.Tensor | float,
@@ -54,15 +59,28 @@ def squash_affine(
 ) -> torch.Tensor:
     """``weight * f(alpha * x + shift) + bias`` with the channel dimension last (-1) or second (1).
 
-    ``impl``: ``"auto"`` (the fused Triton kernels on CUDA tensors of float32 / bfloat16 / float16 when Triton is
-    installed, the eager reference otherwise), ``"triton"`` or ``"eager"``. Every ``fn`` of ``ALL_FUNCTIONS``, with or
-    without ``shift``, has a fused kernel.
+    ``impl``: ``"auto"``, ``"triton"`` (the fused Triton kernels) or ``"eager"`` (the reference). Every ``fn`` of
+    ``ALL_FUNCTIONS``, with or without ``shift``, has a fused kernel. The rule of ``"auto"``:
+
+    - a CPU tensor, a dtype other than float32 / bfloat16 / float16, or no Triton: eager;
+    - under ``torch.compile``: the fused op as ``compiled_forward()`` says (by default the forward decomposed into
+      element-wise ops that inductor fuses with its neighbours, the backward the fused one-pass kernels);
+    - a CUDA tensor of fewer than ``AUTO_EAGER_BELOW`` elements: eager (where its launches cost less host time);
+    - otherwise the fused kernels through their lean launch.
+
+    x must be float16, bfloat16, float32 or float64 (a TypeError names the dtype otherwise).
     """
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    global _fused
     if impl == "auto":
-        fused_ok = x.is_cuda and x.dtype in FUSED_DTYPES and fn in ALL_FUNCTIONS
-        impl = "triton" if fused_ok and triton_available() else "eager"
+        if x.is_cuda and x.dtype in FUSED_DTYPES and x.numel() >= AUTO_EAGER_BELOW and triton_available():
+            if _fused is None:
+                from dyt_bench.ops.triton.op import squash_affine_fused
+
+                _fused = squash_affine_fused
+            return _fused(x, alpha, weight, bias, fn, channel_dim, shift)
+        impl = "eager"
+    elif impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     if impl == "eager":
         return squash_affine_reference(x, alpha, weight, bias, fn=fn, channel_dim=channel_dim, shift=shift)
     if not triton_available():

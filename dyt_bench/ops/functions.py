@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-DEFAULT_ALPHA_INIT_LEARNABLE = 0.5  # the paper's default for DyT outside LLMs
+# The supplied text, §4.2: "setting it to 1 works well in most cases" (LLMs excepted: norms.alpha_init's width rule);
+# arXiv 2503.10622v1 and the authors' released code use 0.5.
+DEFAULT_ALPHA_INIT_LEARNABLE = 1.0
 DEFAULT_ALPHA_INIT_FIXED = 1.0  # the Table 8 squashes without α: f(x) itself
 
 

@@ -12,6 +12,7 @@ import torch
 from dyt_bench.ops.functions import ALL_FUNCTIONS, EXTRA_FUNCTIONS, SQUASH_FUNCTIONS, get_function
 
 CHANNEL_DIMS = (-1, 1)
+INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # what the error message names
 
 __all__ = ["ALL_FUNCTIONS", "CHANNEL_DIMS", "EXTRA_FUNCTIONS", "SQUASH_FUNCTIONS", "check_squash_args",
            "squash_affine_reference"]
@@ -26,6 +27,9 @@ def check_squash_args(x: torch.Tensor, alpha, weight, bias, fn: str, channel_dim
     """Validate arguments shared by every implementation; return the channel dimension as a non-negative index."""
     if fn not in ALL_FUNCTIONS:
         raise ValueError(f"fn must be one of {ALL_FUNCTIONS}, got {fn!r}")
+    if x.dtype not in INPUT_DTYPES:
+        raise TypeError(f"squash_affine: x must be a floating-point tensor ({', '.join(map(str, INPUT_DTYPES))}), "
+                        f"got {x.dtype}")
     if isinstance(shift, torch.Tensor) and shift.numel() != 1:
         raise ValueError(f"shift must be a scalar (one element), got shape {tuple(shift.shape)}")
     if channel_dim not in CHANNEL_DIMS and channel_dim != x.dim() - 1:

@@ -234,24 +234,91 @@ def test_custom_op_registration_fake_and_autograd():
     torch.library.opcheck(op, (xf, a, torch.ones(8, device=DEVICE), None, None, "sigmoid", 1))
 
 
-def test_compiles_without_graph_break_and_matches_eager():
-    layer = build_norm(NormSpec("dyt", impl="triton"), 48).to(DEVICE)
+@pytest.mark.parametrize("mode", ["decomposed", "custom_op"])
+@pytest.mark.parametrize("impl", ["triton", "auto"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiles_without_graph_break_and_matches_float64(monkeypatch, mode, impl, dtype):
+    """Both ways into a compiled graph (the forward decomposed or a custom op; the backward the fused kernels), with
+    a residual add before and an activation after, fullgraph: the loss and every gradient against float64 math."""
+    monkeypatch.setenv("DYT_BENCH_COMPILED_FORWARD", mode)
+    torch._dynamo.reset()
+    if impl == "auto" and DEVICE != "cuda":
+        pytest.skip("impl='auto' takes the eager op off CUDA")
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{mode}{impl}{dtype}".encode()))
+    layer = build_norm(NormSpec("dyt", impl=impl, alpha_init=0.7), 48).to(DEVICE)
     with torch.no_grad():
-        layer.weight.uniform_(0.5, 1.5)
-        layer.bias.uniform_(-0.5, 0.5)
+        layer.weight.copy_(torch.rand(48, generator=gen) + 0.5)
+        layer.bias.copy_(torch.rand(48, generator=gen) - 0.5)
 
-    def step(x):
-        return torch.nn.functional.gelu(layer(x)).sum()
+    def step(x, r):
+        return torch.nn.functional.gelu(layer(x + r).float()).sum()
 
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager" if INTERPRET else "inductor")
-    x = torch.randn(4, 10, 48, device=DEVICE, requires_grad=True)
-    loss_c = compiled(x)
-    (gx_c,) = torch.autograd.grad(loss_c, [x])
-    layer.zero_grad()
-    loss_e = step(x)
-    (gx_e,) = torch.autograd.grad(loss_e, [x])
-    torch.testing.assert_close(loss_c, loss_e, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(gx_c, gx_e, rtol=1e-5, atol=1e-6)
+    x64 = torch.randn(4, 10, 48, generator=gen, dtype=torch.float64)
+    r64 = torch.randn(4, 10, 48, generator=gen, dtype=torch.float64)
+    x = x64.to(dtype).to(DEVICE).requires_grad_()
+    r = r64.to(dtype).to(DEVICE)
+    params = [layer.alpha, layer.weight, layer.bias]
+    loss = compiled(x, r)
+    grads = torch.autograd.grad(loss, [x, *params])
+    leaves = [x.detach().double().cpu().requires_grad_()] + [p.detach().double().cpu().requires_grad_()
+                                                             for p in params]
+    y64 = squash_affine_reference(leaves[0] + r.double().cpu(), *leaves[1:])
+    loss64 = torch.nn.functional.gelu(y64).sum()
+    grads64 = torch.autograd.grad(loss64, leaves)
+    tol = TOL[dtype]
+    assert abs(loss.item() - loss64.item()) <= tol * loss64.abs().item() + 1e-4
+    for name, g, g64 in zip(["x", "alpha", "weight", "bias"], grads, grads64, strict=True):
+        assert g.shape == g64.shape, name
+        assert rel_err(g, g64) <= tol, name
+
+
+def test_lean_launch_plans_on_repeated_calls_with_fresh_inputs():
+    """The second and later calls of one argument signature take the lean launch (a plan, on CUDA): each call on
+    fresh random inputs against float64 math, for tokens, feature maps, channels-last memory, a transposed upstream
+    gradient, a misaligned view (the ordinary path) and partial gradients."""
+    cases = [((6, 40, 96), -1, None, ["x", "alpha", "weight", "bias"]),
+             ((3, 16, 5, 7), 1, None, ["x", "alpha", "weight", "bias"]),
+             ((3, 16, 5, 7), 1, torch.channels_last, ["x", "weight"]),
+             ((5, 33, 64), -1, "transposed dy", ["x", "alpha", "bias"]),
+             ((2, 31, 64), -1, "misaligned", ["x", "alpha", "weight", "bias"]),
+             ((4, 8, 48), -1, None, ["alpha"])]
+    for shape, channel_dim, variant, grads_of in cases:
+        for call in range(3):
+            x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=1000 * call + len(shape) + shape[1])
+            if variant == "misaligned":  # a view one element into its storage: pointers not 16-byte aligned
+                flat = torch.randn(x.numel() + 1, dtype=torch.float64)
+                x = flat[1:].view(shape)
+            y64, g64 = float64_grads(x, a, w, b, s, dy, "tanh", channel_dim, grads_of)
+            if variant == "transposed dy":
+                dy_in = dy.transpose(0, 1).contiguous().transpose(0, 1)  # same values, other strides
+            else:
+                dy_in = dy
+            memory_format = variant if isinstance(variant, torch.memory_format) else None
+            transform = (lambda t: torch.cat([t.new_zeros(1), t.flatten()])[1:].view(t.shape)) \
+                if variant == "misaligned" else None
+            xt = x.float()
+            if memory_format is not None:
+                xt = xt.contiguous(memory_format=memory_format)
+            xt = xt.to(DEVICE)
+            if transform is not None:
+                xt = transform(xt)
+            leaves = {"x": xt, "alpha": a.float().to(DEVICE), "weight": w.float().to(DEVICE),
+                      "bias": b.float().to(DEVICE)}
+            leaves = {k: v.detach().requires_grad_(k in grads_of) for k, v in leaves.items()}
+            y = squash_affine_triton(leaves["x"], leaves["alpha"], leaves["weight"], leaves["bias"],
+                                     channel_dim=channel_dim)
+            assert rel_err(y, y64) <= 1e-5, (shape, variant, call)
+            grads = torch.autograd.grad(y, [leaves[k] for k in grads_of], dy_in.float().to(DEVICE))
+            for k, g in zip(grads_of, grads, strict=True):
+                assert g.shape == leaves[k].shape and g.dtype == leaves[k].dtype, k
+                assert rel_err(g, g64[k]) <= 1e-5, (shape, variant, call, k)
+            with torch.no_grad():  # inference: the forward alone, no autograd node
+                y2 = squash_affine(leaves["x"], leaves["alpha"], leaves["weight"], leaves["bias"],
+                                   channel_dim=channel_dim, impl="triton")
+            assert rel_err(y2, y64) <= 1e-5 and not y2.requires_grad
+    if DEVICE == "cuda":  # the aligned signatures above left plans (the lean launch was taken, not the fallback)
+        assert any(plan for plan in launch._FWD_PLANS.values()) and any(plan for plan in launch._BWD_PLANS.values())
 
 
 def test_autocast_input_dtype_with_float32_parameters():

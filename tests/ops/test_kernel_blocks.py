@@ -254,3 +254,26 @@ def test_overrides_set_the_tiles_they_name():
 def test_second_stage_blocks():
     assert finish_blocks(768, 528) == (32, 256, 8192)
     assert finish_blocks(6, 3) == (8, 4, 8192)
+
+
+def test_device_tuning_by_device_name_and_its_merge_under_a_functions_own():
+    from dyt_bench.ops.triton.blocks import DEFAULT_DEVICE, DEVICE_TUNING, NO_OVERRIDES, kind_of_device, merge, tuning
+
+    assert kind_of_device("NVIDIA H200") == "h200" and kind_of_device("NVIDIA H100 80GB HBM3") == "h100"
+    assert kind_of_device("NVIDIA A100-SXM4-80GB") == DEFAULT_DEVICE == kind_of_device("")
+    # an unknown device takes the shared constants: the same tiles as with no device named
+    for shape in ((50432, 768), (32768, 4096), (32768, 3136)):
+        for stage in ("fwd", "bwd"):
+            assert choose_blocks(*shape, stage, True, "tanh", 132, None, "some-gpu") == \
+                choose_blocks(*shape, stage, True, "tanh", 132)
+    # merge: the top's values where set, the base's elsewhere; a function's own tuning wins over the device's
+    base, top = Overrides(bwd_tile=4096, bwd_warps=8), Overrides(bwd_warps=4, bwd_maxnreg=128)
+    assert merge(base, top) == Overrides(bwd_tile=4096, bwd_warps=4, bwd_maxnreg=128)
+    assert merge(NO_OVERRIDES, top) == top and merge(base, NO_OVERRIDES) == base
+    for kind, knobs in DEVICE_TUNING.items():
+        erf = tuning("erf", True, kind)
+        assert erf.bwd_maxnreg == FUNCTION_TUNING[("erf", True)].bwd_maxnreg
+        assert tuning("tanh", True, kind) == knobs or knobs is NO_OVERRIDES
+        if knobs.bwd_tile is not None:  # a device's knob reaches the heuristic
+            assert choose_blocks(50432, 768, "bwd", True, "tanh", 132, None, kind).block_r * \
+                choose_blocks(50432, 768, "bwd", True, "tanh", 132, None, kind).block_l == knobs.bwd_tile

@@ -1,6 +1,8 @@
 """The eager squash-affine op (the specification) against float64 math for every function of the registry, and its
 argument checks."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +72,12 @@ def test_auto_uses_eager_on_cpu_and_bad_arguments_are_named():
 def test_empty_input():
     x = torch.empty(0, 4)
     assert squash_affine_reference(x, 0.5, torch.ones(4), None).shape == (0, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.complex64])
+def test_non_float_input_is_refused_with_its_dtype_named(dtype):
+    x = torch.ones(3, 4).to(dtype)
+    for impl in ("auto", "eager"):
+        with pytest.raises(TypeError, match=re.escape(str(dtype))) as err:
+            squash_affine(x, 0.5, torch.ones(4), torch.zeros(4), impl=impl)
+        assert "float32" in str(err.value) and "bfloat16" in str(err.value)

@@ -90,3 +90,16 @@ def test_op_benchmark_command_line():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert all(flag in proc.stdout for flag in ("--sweep", "--sweep-wide", "--sweep-fn", "--sweep-shapes"))
+
+
+def test_compiled_forward_is_chosen_by_its_environment_variable(monkeypatch):
+    from dyt_bench.ops.triton.op import COMPILED_FORWARD_ENV, COMPILED_FORWARDS, compiled_forward
+
+    monkeypatch.delenv(COMPILED_FORWARD_ENV, raising=False)
+    assert compiled_forward() == "decomposed"
+    for mode in COMPILED_FORWARDS:
+        monkeypatch.setenv(COMPILED_FORWARD_ENV, mode)
+        assert compiled_forward() == mode
+    monkeypatch.setenv(COMPILED_FORWARD_ENV, "fused")
+    with pytest.raises(ValueError, match="DYT_BENCH_COMPILED_FORWARD.*decomposed, custom_op.*'fused'"):
+        compiled_forward()

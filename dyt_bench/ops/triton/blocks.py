@@ -1,8 +1,9 @@
-"""The kernels' block-shape heuristic: a pure function of the matrix shape, stage, layout, function and SM count.
+"""The kernels' block-shape heuristic: a pure function of the matrix shape, stage, layout, function, SM count and
+device kind.
 
 No autotuning, so a small tensor pays nothing per call and the backward's partial buffers stay a few programs per SM.
-The rules and constants come from the sweeps of ``benchmarks/ops.py`` on an H100 (docs/benchmarks.md); the sweeps
-pass :class:`Overrides` instead of editing them.
+The rules and constants come from the sweeps of ``benchmarks/ops.py`` on an H100 (docs/benchmarks.md), with a table
+of per-device changes (:data:`DEVICE_TUNING`); the sweeps pass :class:`Overrides` instead of editing them.
 """
 
 from __future__ import annotations
@@ -88,6 +89,34 @@ FUNCTION_TUNING: MappingProxyType[tuple[str, bool], Overrides] = MappingProxyTyp
 })
 
 
+# A device's own tuning, by device kind (``launch.device_kind``: a marker in the CUDA device's name), under every
+# function's own tuning; a device of no listed kind takes the constants above (swept on an H100). The H200 entry comes
+# from ``benchmarks/ops.py --sweep-h200`` on an H200 (docs/benchmarks.md).
+DEFAULT_DEVICE = "default"
+DEVICE_NAMES: MappingProxyType[str, str] = MappingProxyType({"h200": "H200", "h100": "H100"})
+DEVICE_TUNING: MappingProxyType[str, Overrides] = MappingProxyType({
+    "h100": NO_OVERRIDES,
+    "h200": NO_OVERRIDES,
+})
+
+
+def kind_of_device(name: str) -> str:
+    """The :data:`DEVICE_TUNING` kind of a CUDA device by its name (``torch.cuda.get_device_name``)."""
+    return next((kind for kind, marker in DEVICE_NAMES.items() if marker in name), DEFAULT_DEVICE)
+
+
+def merge(base: Overrides, top: Overrides) -> Overrides:
+    """``top``'s values where it sets them, ``base``'s elsewhere."""
+    return Overrides(**{name: _given(getattr(top, name), getattr(base, name)) for name in Overrides.__dataclass_fields__})
+
+
+def tuning(fn: str, channels_last: bool, device_kind: str = DEFAULT_DEVICE) -> Overrides:
+    """The knobs that apply without overrides: ``device_kind``'s tuning under ``fn``'s own (which wins)."""
+    own = FUNCTION_TUNING.get((fn, channels_last), NO_OVERRIDES)
+    device = DEVICE_TUNING.get(device_kind, NO_OVERRIDES)
+    return own if device is NO_OVERRIDES else merge(device, own)
+
+
 class Blocks(NamedTuple):
     """One launch's shape: the tile (``block_r`` × ``block_l``), its warps, the register cap (None: the compiler's
     choice) and, for the backward, the programs along the dimension each program loops over (None for the forward)."""
@@ -127,14 +156,15 @@ def _given(value, default):
 
 @functools.lru_cache(maxsize=4096)
 def choose_blocks(rows: int, cols: int, stage: str, channels_last: bool, fn: str, sm_count: int,
-                  overrides: Overrides | None = None) -> Blocks:
+                  overrides: Overrides | None = None, device_kind: str = DEFAULT_DEVICE) -> Blocks:
     """The :class:`Blocks` of the ``stage`` (``"fwd"`` or ``"bwd"``) kernel of ``fn`` for a rows × cols matrix
     (``channels_last``: parameters indexed by column, else by row) on a device of ``sm_count`` SMs.
 
     ``overrides`` replace the heuristic's values they set and leave ``fn``'s own tuning out (a sweep sees exactly
-    what it sets); without them, ``fn``'s entry of :data:`FUNCTION_TUNING` applies. Memoised: host time per call.
+    what it sets); without them, ``fn``'s entry of :data:`FUNCTION_TUNING` applies over ``device_kind``'s entry of
+    :data:`DEVICE_TUNING`. Memoised: host time per call.
     """
-    knobs = overrides if overrides is not None else FUNCTION_TUNING.get((fn, channels_last), NO_OVERRIDES)
+    knobs = overrides if overrides is not None else tuning(fn, channels_last, device_kind)
     if stage == "fwd":
         return _forward_blocks(rows, cols, channels_last, knobs)
     if stage == "bwd":

@@ -12,21 +12,33 @@ kernel adds them up in a fixed order, so gradients are bitwise reproducible run 
 
 Why the direct launch (:func:`launch_kernel`): Triton's launcher re-derives every argument's specialisation on each
 call, which costs more host time than these kernels take on the GPU for activations of a few million elements. The
-compiled kernel is therefore cached here under exactly what Triton specialises on and called directly. This is the
-one place that relies on Triton internals (``JITFunction.arg_names`` / ``constexprs``, calling a compiled kernel with
-a grid and a raw stream): a Triton upgrade that changes them needs only this function changed; the interpreter and
-CPU tensors take Triton's ordinary launch.
+compiled kernel is therefore cached here under exactly what Triton specialises on and called directly. On top of it,
+the op's own calls go through :func:`forward` / :func:`backward`, the lean launch: one plan per call signature that
+calls Triton's compiled C launcher itself (below). This is the one module that relies on Triton internals
+(``JITFunction.arg_names`` / ``constexprs``; a ``CompiledKernel``'s ``run`` launcher with its ``launch``,
+``launch_cooperative_grid``, ``launch_pdl`` and scratch sizes, its ``function`` and ``packed_metadata``; the C
+launcher's argument order, triton 3.6): a Triton upgrade that changes them needs only this module changed, and where
+an attribute is missing the ordinary launch is taken; the interpreter and CPU tensors take Triton's ordinary launch.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 
 from dyt_bench.ops.functions import FUNCTIONS
 from dyt_bench.ops.triton import kernels
-from dyt_bench.ops.triton.blocks import MAX_GRID_DIM, Overrides, cdiv, choose_blocks, finish_blocks
+from dyt_bench.ops.triton.blocks import (
+    DEFAULT_DEVICE,
+    MAX_GRID_DIM,
+    Overrides,
+    cdiv,
+    choose_blocks,
+    finish_blocks,
+    kind_of_device,
+)
 from dyt_bench.ops.triton.interpreter import interpreting
 
 INT32_LIMIT = 2**31 - 1
@@ -36,6 +48,18 @@ INTERPRETER_SM_COUNT = 4  # the interpreter: a handful of programs keeps the par
 @functools.cache
 def _cuda_sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+@functools.cache
+def _cuda_device_kind(index: int) -> str:
+    return kind_of_device(torch.cuda.get_device_name(index))
+
+
+def device_kind(device: torch.device) -> str:
+    """The tuning table of ``device`` (``blocks.DEVICE_TUNING``): by the CUDA device's name, the defaults otherwise."""
+    if device.type != "cuda":
+        return DEFAULT_DEVICE
+    return _cuda_device_kind(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def sm_count(device: torch.device) -> int:
@@ -72,38 +96,51 @@ def same_memory_order(t: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Te
     return t.movedim(dim, -1).contiguous().movedim(-1, dim)
 
 
-def launch_forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, channel_dim: int,
-                   overrides: Overrides | None = None) -> torch.Tensor:
-    """y = weight * f(alpha * x + shift) + bias in x's memory order; ``overrides``: sweeps only."""
+def _forward_call(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, channel_dim: int,
+                  overrides: Overrides | None):
+    """(x's matrix view, y, kernel, grid, warps, register cap, arguments by name) of one forward launch."""
     xv, channels_last, rows, cols, channels = matrix_view(x, channel_dim)
     y = torch.empty_like(xv)
     if x.numel() == 0:
-        return y
+        return xv, y, None
     block_r, block_l, warps, maxnreg, _ = choose_blocks(rows, cols, "fwd", channels_last, fn, sm_count(x.device),
-                                                        overrides)
+                                                        overrides, device_kind(x.device))
     grid = (cdiv(rows, block_r), cdiv(cols, block_l))
     if grid[1] > MAX_GRID_DIM:
         raise ValueError(f"squash_affine (Triton): {cols} elements per row is beyond the grid limit; use impl='eager'")
-    launch_kernel(kernels.fwd_kernel, grid, x.device, warps, maxnreg,
-                  X=xv, Y=y, A=alpha, S=shift if shift is not None else alpha, W=weight if weight is not None else xv,
-                  B=bias if bias is not None else xv, R=rows, L=cols, C=channels,
-                  BLOCK_R=block_r, BLOCK_L=block_l, INDEX=0 if channels_last else 1, FN=FUNCTIONS[fn].kernel_code,
-                  HAS_W=weight is not None, HAS_B=bias is not None, HAS_S=shift is not None,
-                  INT64=x.numel() > INT32_LIMIT, EVEN=(rows % block_r == 0 and cols % block_l == 0))
+    args = dict(X=xv, Y=y, A=alpha, S=shift if shift is not None else alpha, W=weight if weight is not None else xv,
+                B=bias if bias is not None else xv, R=rows, L=cols, C=channels,
+                BLOCK_R=block_r, BLOCK_L=block_l, INDEX=0 if channels_last else 1, FN=FUNCTIONS[fn].kernel_code,
+                HAS_W=weight is not None, HAS_B=bias is not None, HAS_S=shift is not None,
+                INT64=x.numel() > INT32_LIMIT, EVEN=(rows % block_r == 0 and cols % block_l == 0))
+    return xv, y, (kernels.fwd_kernel, grid, warps, maxnreg, args)
+
+
+def launch_forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, channel_dim: int,
+                   overrides: Overrides | None = None) -> torch.Tensor:
+    """y = weight * f(alpha * x + shift) + bias in x's memory order; ``overrides``: sweeps only."""
+    _, y, call = _forward_call(x, alpha, weight, bias, shift, fn, channel_dim, overrides)
+    if call is not None:
+        kernel, grid, warps, maxnreg, args = call
+        launch_kernel(kernel, grid, x.device, warps, maxnreg, **args)
     return y
 
 
-def launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds,
-                    overrides: Overrides | None = None):
-    """Returns dx (or an empty tensor) and a float32 tensor of 2 · C + 2 values: dγ (C), dβ (C), dα, dshift.
-    ``overrides``: sweeps only."""
+def _scal_offset(n: int) -> int:
+    return -(-n // 4) * 4  # the per-program scalars start 16-byte aligned in the partials buffer
+
+
+def _backward_calls(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds,
+                    overrides: Overrides | None):
+    """(dy in x's memory order, dx, out, buffer, the two launches as (kernel, grid, warps, register cap, arguments by
+    name), or None for an empty input) of one backward."""
     xv, channels_last, rows, cols, channels = matrix_view(x, channel_dim)
     dy = same_memory_order(dy, xv, channel_dim % x.dim())
     dx = torch.empty_like(xv) if need_dx else xv.new_empty(0)
     if x.numel() == 0:
-        return dx, torch.zeros(2 * channels + 2, device=x.device, dtype=torch.float32)
+        return dy, dx, torch.zeros(2 * channels + 2, device=x.device, dtype=torch.float32), None, None
     block_r, block_l, warps, maxnreg, programs = choose_blocks(rows, cols, "bwd", channels_last, fn,
-                                                               sm_count(x.device), overrides)
+                                                               sm_count(x.device), overrides, device_kind(x.device))
     row_blocks, col_blocks = cdiv(rows, block_r), cdiv(cols, block_l)
     # channels-last: programs over row blocks, one grid column per column block; channels-first: the reverse
     if channels_last:
@@ -116,23 +153,36 @@ def launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_
     # program of the first stage
     width = cols if channels_last else rows
     n_scal = programs * across
-    buffer = torch.empty(programs * 2 * width + 2 * n_scal, device=x.device, dtype=torch.float32)
-    part, scal = buffer[:programs * 2 * width], buffer[programs * 2 * width:]
-    launch_kernel(kernel, grid, x.device, warps, maxnreg, DY=dy, X=xv, A=alpha, S=shift if shift is not None else alpha,
-                  W=weight if weight is not None else xv, DX=dx if need_dx else xv, PART=part, SCAL=scal,
-                  R=rows, L=cols, ITERS=cdiv(spread, programs), **dims,
+    n_part = _scal_offset(programs * 2 * width)
+    buffer = torch.empty(n_part + 2 * n_scal, device=x.device, dtype=torch.float32)
+    part, scal = buffer[:n_part], buffer[n_part:]
+    first = (kernel, grid, warps, maxnreg,
+             dict(DY=dy, X=xv, A=alpha, S=shift if shift is not None else alpha, W=weight if weight is not None else xv,
+                  DX=dx if need_dx else xv, PART=part, SCAL=scal, R=rows, L=cols, ITERS=cdiv(spread, programs), **dims,
                   BLOCK_R=block_r, BLOCK_L=block_l, FN=FUNCTIONS[fn].kernel_code, HAS_W=weight is not None,
                   HAS_S=shift is not None, NEED_DX=need_dx, NEED_DW=need_dw, NEED_DB=need_db, NEED_DA=need_da,
-                  NEED_DS=need_ds, INT64=x.numel() > INT32_LIMIT)
+                  NEED_DS=need_ds, INT64=x.numel() > INT32_LIMIT))
     out = torch.empty(2 * channels + 2, device=x.device, dtype=torch.float32)
     groups = 1 if channels_last else rows // channels
     q = programs * groups
     block_c, block_q, block_s = finish_blocks(channels, q)
     n_blocks = cdiv(channels, block_c)
-    launch_kernel(kernels.finish_kernel, (n_blocks + 1, 2), x.device, 4, None, PART=part, SCAL=scal, OUT=out, Q=q,
-                  M=width, C=channels, GROUPS=groups, N_BLOCKS=n_blocks, N_SCAL=n_scal,
-                  BLOCK_Q=block_q, BLOCK_C=block_c, BLOCK_S=block_s,
-                  NEED_DW=need_dw, NEED_DB=need_db, NEED_DA=need_da, NEED_DS=need_ds)
+    second = (kernels.finish_kernel, (n_blocks + 1, 2), 4, None,
+              dict(PART=part, SCAL=scal, OUT=out, Q=q, M=width, C=channels, GROUPS=groups, N_BLOCKS=n_blocks,
+                   N_SCAL=n_scal, BLOCK_Q=block_q, BLOCK_C=block_c, BLOCK_S=block_s,
+                   NEED_DW=need_dw, NEED_DB=need_db, NEED_DA=need_da, NEED_DS=need_ds))
+    return dy, dx, out, buffer, (first, second, n_part)
+
+
+def launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds,
+                    overrides: Overrides | None = None):
+    """Returns dx (or an empty tensor) and a float32 tensor of 2 · C + 2 values: dγ (C), dβ (C), dα, dshift.
+    ``overrides``: sweeps only."""
+    _, dx, out, _, calls = _backward_calls(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db,
+                                           need_da, need_ds, overrides)
+    if calls is not None:
+        for kernel, grid, warps, maxnreg, args in calls[:2]:
+            launch_kernel(kernel, grid, x.device, warps, maxnreg, **args)
     return dx, out
 
 
@@ -158,17 +208,180 @@ def _specialisation_key(kernel, device: torch.device, num_warps: int, maxnreg: i
 
 
 def launch_kernel(kernel, grid: tuple[int, int], device: torch.device, num_warps: int, maxnreg: int | None = None,
-                  **args) -> None:
+                  **args):
     """Launch ``kernel`` (a ``@triton.jit`` function) on ``grid`` with its arguments by name: compiled by Triton on
-    first use of a specialisation, then called directly on the current CUDA stream."""
+    first use of a specialisation, then called directly on the current CUDA stream. Returns the compiled kernel
+    (None under the interpreter)."""
     values = [args[name] for name in kernel.arg_names]
     if interpreting() or device.type != "cuda":
         kernel[grid](*values, num_warps=num_warps)
-        return
+        return None
     key = _specialisation_key(kernel, device, num_warps, maxnreg, values)
     compiled = _COMPILED.get(key)
     if compiled is None:
         options = {"maxnreg": maxnreg} if maxnreg else {}
-        _COMPILED[key] = kernel[grid](*values, num_warps=num_warps, **options)
-        return
+        compiled = _COMPILED[key] = kernel[grid](*values, num_warps=num_warps, **options)
+        return compiled
     compiled[(grid[0], grid[1], 1)](*values, stream=torch._C._cuda_getCurrentRawStream(device.index))
+    return compiled
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The lean launch: one plan per call signature, so a call after the first costs a dictionary look-up, the output
+# allocations and one call of Triton's C launcher per kernel.
+#
+# A plan is made on the first call of a signature (the shapes, strides, dtypes, function and flags), which goes the
+# ordinary way above and compiles; it keeps each kernel's launcher handle (``_Handle``), grid and the arguments that
+# do not change between calls (sizes, constexprs). Later calls pass pointers as integers (no per-pointer driver
+# query) and skip Triton's Python runner, its launch-metadata dictionary and the enter / exit hooks (a profiler that
+# installs hooks after a plan was made does not see these launches). Inputs whose pointers are not 16-byte aligned,
+# kernels that need scratch memory, and the interpreter take the ordinary path every call.
+
+
+class _Handle(NamedTuple):
+    launch: object  # Triton's compiled C launcher of the kernel
+    function: int
+    metadata: tuple
+    cooperative: bool
+    pdl: bool
+
+
+def _handle(compiled) -> _Handle | None:
+    """The launcher handle of a compiled kernel, or None where the lean launch cannot take it."""
+    try:
+        from triton import knobs
+
+        runner = compiled.run
+        hooks = (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook)
+        if any(getattr(h, "calls", h) for h in hooks):
+            return None
+        if runner.global_scratch_size or runner.profile_scratch_size:
+            return None
+        return _Handle(runner.launch, compiled.function, compiled.packed_metadata, runner.launch_cooperative_grid,
+                       runner.launch_pdl)
+    except AttributeError:  # another Triton version: the ordinary launch
+        return None
+
+
+class _ForwardPlan(NamedTuple):
+    copy: bool  # x is copied to a contiguous tensor first
+    handle: _Handle
+    grid: tuple[int, int]
+    tail: tuple  # the arguments after the six pointers
+    has_w: bool
+    has_b: bool
+    has_s: bool
+
+
+class _BackwardPlan(NamedTuple):
+    copy: bool
+    dy_copy: bool  # dy is copied into x's memory order first
+    first: _Handle
+    first_grid: tuple[int, int]
+    first_tail: tuple  # after the eight pointers
+    second: _Handle
+    second_grid: tuple[int, int]
+    second_tail: tuple  # after the three pointers
+    n_part: int  # float32 partials before the scalars in the buffer
+    n_buffer: int
+    channels: int
+    need_dx: bool
+    has_w: bool
+    has_s: bool
+
+
+_FWD_PLANS: dict[tuple, _ForwardPlan | None] = {}
+_BWD_PLANS: dict[tuple, _BackwardPlan | None] = {}
+MAX_PLANS = 4096  # a bound on the plan tables (dynamic shapes): past it, new signatures take the ordinary path
+
+_stream = torch._C._cuda_getCurrentRawStream if torch.cuda.is_available() else None
+
+
+def _aligned(*tensors) -> bool:
+    bits = 0
+    for t in tensors:
+        if t is not None:
+            bits |= t.data_ptr()
+    return bits & 15 == 0
+
+
+def forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, channel_dim: int) -> torch.Tensor:
+    """:func:`launch_forward` through a plan (``channel_dim`` non-negative; the arguments already checked)."""
+    index = x.get_device()
+    key = (x.shape, x.stride(), x.dtype, index, alpha.dtype, None if weight is None else weight.dtype,
+           None if bias is None else bias.dtype, None if shift is None else shift.dtype, fn, channel_dim)
+    plan = _FWD_PLANS.get(key, False)
+    if plan:
+        xv = x.contiguous() if plan.copy else x
+        y = torch.empty_like(xv)
+        xp = xv.data_ptr()
+        ap = alpha.data_ptr()
+        h = plan.handle
+        h.launch(plan.grid[0], plan.grid[1], 1, _stream(index), h.function, h.cooperative, h.pdl, None, None,
+                 h.metadata, None, None, None, xp, y.data_ptr(), ap, shift.data_ptr() if plan.has_s else ap,
+                 weight.data_ptr() if plan.has_w else xp, bias.data_ptr() if plan.has_b else xp, *plan.tail)
+        return y
+    if plan is None or not x.is_cuda or interpreting() or not _aligned(x, alpha, weight, bias, shift):
+        return launch_forward(x, alpha, weight, bias, shift, fn, channel_dim)
+    xv, y, call = _forward_call(x, alpha, weight, bias, shift, fn, channel_dim, None)
+    if call is None:
+        return y
+    kernel, grid, warps, maxnreg, args = call
+    compiled = launch_kernel(kernel, grid, x.device, warps, maxnreg, **args)
+    handle = _handle(compiled)
+    if len(_FWD_PLANS) < MAX_PLANS:
+        values = [args[name] for name in kernel.arg_names]
+        _FWD_PLANS[key] = None if handle is None else _ForwardPlan(
+            xv is not x, handle, grid, tuple(values[6:]), weight is not None, bias is not None, shift is not None)
+    return y
+
+
+def backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds):
+    """:func:`launch_backward` through a plan (``channel_dim`` non-negative); dx may be None when not needed."""
+    index = x.get_device()
+    key = (x.shape, x.stride(), dy.stride(), x.dtype, dy.dtype, index, alpha.dtype,
+           None if weight is None else weight.dtype, None if shift is None else shift.dtype, fn, channel_dim, need_dx,
+           need_dw, need_db, need_da, need_ds)
+    plan = _BWD_PLANS.get(key, False)
+    if plan:
+        xv = x.contiguous() if plan.copy else x
+        if plan.dy_copy:
+            dy = same_memory_order(dy, xv, channel_dim)
+        xp = xv.data_ptr()
+        ap = alpha.data_ptr()
+        dx = torch.empty_like(xv) if plan.need_dx else None
+        buffer = xv.new_empty(plan.n_buffer, dtype=torch.float32)
+        out = xv.new_empty(2 * plan.channels + 2, dtype=torch.float32)
+        part = buffer.data_ptr()
+        scal = part + 4 * plan.n_part
+        stream = _stream(index)
+        h = plan.first
+        h.launch(plan.first_grid[0], plan.first_grid[1], 1, stream, h.function, h.cooperative, h.pdl, None, None,
+                 h.metadata, None, None, None, dy.data_ptr(), xp, ap, shift.data_ptr() if plan.has_s else ap,
+                 weight.data_ptr() if plan.has_w else xp, dx.data_ptr() if plan.need_dx else xp, part, scal,
+                 *plan.first_tail)
+        h = plan.second
+        h.launch(plan.second_grid[0], plan.second_grid[1], 1, stream, h.function, h.cooperative, h.pdl, None, None,
+                 h.metadata, None, None, None, part, scal, out.data_ptr(), *plan.second_tail)
+        return dx, out
+    if plan is None or not x.is_cuda or interpreting() or not _aligned(dy, x, alpha, weight, shift):
+        return launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da,
+                               need_ds)
+    dyv, dx, out, buffer, calls = _backward_calls(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw,
+                                                  need_db, need_da, need_ds, None)
+    if calls is None:
+        return dx, out
+    compiled = [launch_kernel(kernel, grid, x.device, warps, maxnreg, **args)
+                for kernel, grid, warps, maxnreg, args in calls[:2]]
+    handles = [_handle(c) for c in compiled]
+    if len(_BWD_PLANS) < MAX_PLANS:
+        if None in handles:
+            _BWD_PLANS[key] = None
+        else:
+            (k1, g1, _, _, a1), (k2, g2, _, _, a2), n_part = calls
+            v1 = [a1[name] for name in k1.arg_names]
+            v2 = [a2[name] for name in k2.arg_names]
+            _BWD_PLANS[key] = _BackwardPlan(
+                a1["X"] is not x, dyv is not dy, handles[0], g1, tuple(v1[8:]), handles[1], g2, tuple(v2[3:]),
+                n_part, buffer.numel(), out.numel() // 2 - 1, need_dx, weight is not None, shift is not None)
+    return dx, out

@@ -1,22 +1,27 @@
-"""The fused squash-affine op: ``squash_affine_triton`` and its ``torch.library`` registration with autograd.
+"""The fused squash-affine op: ``squash_affine_triton``, the hot path of ``impl="auto"`` (``squash_affine_fused``),
+and the ``torch.library`` registration with autograd.
 
-The op is registered as the custom ops ``dyt_bench::squash_affine`` (with autograd) and
-``dyt_bench::squash_affine_backward``, each with a fake implementation, so ``torch.compile`` traces through it
-without a graph break; eager calls take a plain ``autograd.Function`` around the same launches, which skips the
-custom-op dispatch (it costs more host time per call than the kernels take on small tensors). Under
-``torch.autocast`` it takes the input dtype as it comes (parameters may stay float32) and returns the input dtype.
-With ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (used by the tests).
+Eager calls take a plain ``autograd.Function`` (its C ``apply``, without the Python wrapper) around the lean launches
+of ``launch.py``; under ``no_grad`` the forward is launched with no autograd node. Under ``torch.compile`` the op
+enters the graph as :func:`compiled_forward` says: by default its forward as the element-wise expression (inductor
+fuses it with the residual add or cast around it) with the backward as the custom op
+``dyt_bench::squash_affine_backward`` (the one-pass fused reduction, left opaque); or, with
+``DYT_BENCH_COMPILED_FORWARD=custom_op``, forward and backward as the custom ops ``dyt_bench::squash_affine`` (with
+autograd) and ``dyt_bench::squash_affine_backward``. Each custom op has a fake implementation, so both trace with
+``fullgraph=True``. Under ``torch.autocast`` it takes the input dtype as it comes (parameters may stay float32) and
+returns the input dtype. With ``TRITON_INTERPRET=1`` the same kernels run on CPU tensors (used by the tests).
 """
-
 from __future__ import annotations
+
+import os
 
 import torch
 
 from dyt_bench.ops import FUSED_DTYPES
-from dyt_bench.ops.functions import ALL_FUNCTIONS
+from dyt_bench.ops.functions import ALL_FUNCTIONS, FUNCTIONS
 from dyt_bench.ops.reference import check_squash_args
 from dyt_bench.ops.triton.interpreter import interpreting
-from dyt_bench.ops.triton.launch import launch_backward, launch_forward
+from dyt_bench.ops.triton.launch import backward, forward
 
 FUSED_FUNCTIONS = ALL_FUNCTIONS  # every function of the registry has its kernel branch
 
@@ -38,7 +43,7 @@ def _matrix_view_meta(x: torch.Tensor, channel_dim: int) -> torch.Tensor:
 @torch.library.custom_op("dyt_bench::squash_affine", mutates_args=())
 def _squash_affine_op(x: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
                       shift: torch.Tensor | None, fn: str, channel_dim: int) -> torch.Tensor:
-    return launch_forward(x, alpha, weight, bias, shift, fn, channel_dim)
+    return forward(x, alpha, weight, bias, shift, fn, channel_dim)
 
 
 @_squash_affine_op.register_fake
@@ -50,7 +55,8 @@ def _(x, alpha, weight, bias, shift, fn, channel_dim):
 def _squash_affine_backward_op(dy: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor | None,
                                shift: torch.Tensor | None, fn: str, channel_dim: int, need_dx: bool, need_dw: bool,
                                need_db: bool, need_da: bool, need_ds: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds)
+    dx, sums = backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds)
+    return (dx if dx is not None else x.new_empty(0)), sums
 
 
 @_squash_affine_backward_op.register_fake
@@ -68,35 +74,118 @@ def _setup_context(ctx, inputs, output):
     ctx.bias_dtype = bias.dtype if bias is not None else None
 
 
-def _backward(ctx, dy, launch=None):
+def _gradients(dx, sums, alpha, weight, shift, bias_dtype, need):
+    """The op's input gradients from the backward launch: dx and the sums dγ (C), dβ (C), dα, dshift, as views of
+    one tensor, converted to the parameters' dtypes where those are not float32 (``bias_dtype`` None: no bias)."""
+    channels = (sums.shape[0] - 2) // 2
+    g_w, g_b, g_alpha, g_s = sums.split_with_sizes((channels, channels, 1, 1))
+    g_x = dx if need[0] else None
+    if need[1]:
+        g_alpha = g_alpha if alpha.dim() == 1 else g_alpha.view(alpha.shape)
+        g_alpha = g_alpha if g_alpha.dtype == alpha.dtype else g_alpha.to(alpha.dtype)
+    else:
+        g_alpha = None
+    if need[2] and weight is not None:
+        g_w = g_w if weight.dtype == torch.float32 else g_w.to(weight.dtype)
+    else:
+        g_w = None
+    if need[3] and bias_dtype is not None:
+        g_b = g_b if bias_dtype == torch.float32 else g_b.to(bias_dtype)
+    else:
+        g_b = None
+    if need[4] and shift is not None:
+        g_s = g_s if shift.dim() == 1 else g_s.view(shift.shape)
+        g_s = g_s if g_s.dtype == shift.dtype else g_s.to(shift.dtype)
+    else:
+        g_s = None
+    return g_x, g_alpha, g_w, g_b, g_s, None, None
+
+
+def _backward(ctx, dy):
     x, alpha, weight, shift = ctx.saved_tensors
     need = ctx.needs_input_grad  # x, alpha, weight, bias, shift, fn, channel_dim
-    dx, sums = (launch or _squash_affine_backward_op)(
+    dx, sums = _squash_affine_backward_op(
         dy, x, alpha, weight, shift, ctx.fn, ctx.channel_dim,
         bool(need[0]), bool(need[2]), bool(need[3] and ctx.has_bias), bool(need[1]), bool(need[4]))
-    channels = (sums.shape[0] - 2) // 2  # sums: dγ (C), dβ (C), dα, dshift
-    g_x = dx if need[0] else None
-    g_alpha = sums[2 * channels].reshape(alpha.shape).to(alpha.dtype) if need[1] else None
-    g_w = sums[:channels].to(weight.dtype) if need[2] and weight is not None else None
-    g_b = sums[channels:2 * channels].to(ctx.bias_dtype) if need[3] and ctx.has_bias else None
-    g_s = sums[2 * channels + 1].reshape(shift.shape).to(shift.dtype) if need[4] and shift is not None else None
-    return g_x, g_alpha, g_w, g_b, g_s, None, None
+    return _gradients(dx, sums, alpha, weight, shift, ctx.bias_dtype, need)
 
 
 _squash_affine_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 class _SquashAffineFunction(torch.autograd.Function):
-    """The same forward / backward for eager mode, without the custom-op dispatch (tens of µs less per call)."""
+    """The same forward / backward for eager mode, without the custom-op dispatch and through the lean launches
+    (``launch.forward`` / ``launch.backward``). x is saved with its version check; α, γ and the shift are held as
+    they are (parameters, which nothing changes in place between a forward and its backward)."""
 
     @staticmethod
     def forward(ctx, x, alpha, weight, bias, shift, fn, channel_dim):
-        _setup_context(ctx, (x, alpha, weight, bias, shift, fn, channel_dim), None)
-        return launch_forward(x, alpha, weight, bias, shift, fn, channel_dim)
+        ctx.save_for_backward(x)
+        ctx.args = (alpha, weight, shift, fn, channel_dim, None if bias is None else bias.dtype)
+        return forward(x, alpha, weight, bias, shift, fn, channel_dim)
 
     @staticmethod
     def backward(ctx, dy):
-        return _backward(ctx, dy, launch=launch_backward)
+        (x,) = ctx.saved_tensors
+        alpha, weight, shift, fn, channel_dim, bias_dtype = ctx.args
+        need = ctx.needs_input_grad
+        dx, sums = backward(dy, x, alpha, weight, shift, fn, channel_dim, need[0], need[2],
+                            need[3] and bias_dtype is not None, need[1], need[4])
+        return _gradients(dx, sums, alpha, weight, shift, bias_dtype, need)
+
+
+# ``Function.apply`` less its Python wrapper (functorch checks, argument binding): the C implementation, bound once.
+# Under functorch transforms (vmap, grad) the ordinary ``apply`` is taken.
+_apply_fused = super(torch.autograd.Function, _SquashAffineFunction).apply
+
+
+def _expression(x, alpha, weight, bias, shift, fn, channel_dim):
+    """The forward as element-wise ops in float32, in x's dtype. The final cast is made only where the dtype changes:
+    a no-op ``.to`` as the output of an ``autograd.Function`` traced by dynamo left its backward with zero upstream
+    gradients (torch 2.11)."""
+    z = alpha.float().reshape(()) * x.float()
+    if shift is not None:
+        z = z + shift.float().reshape(())
+    y = FUNCTIONS[fn].formula(z)
+    shape = [1] * x.dim()
+    shape[channel_dim] = -1
+    if weight is not None:
+        y = y * weight.float().view(shape)
+    if bias is not None:
+        y = y + bias.float().view(shape)
+    return y if y.dtype == x.dtype else y.to(x.dtype)
+
+
+class _DecomposedForward(torch.autograd.Function):
+    """For ``torch.compile``: the forward as the element-wise expression, which inductor fuses with its neighbours
+    (a residual add before, a cast or scale after), and the backward as the fused one-pass kernels (the custom op
+    ``dyt_bench::squash_affine_backward``, which inductor leaves as it is)."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, weight, bias, shift, fn, channel_dim):
+        ctx.save_for_backward(x, alpha, weight, shift)
+        ctx.fn, ctx.channel_dim = fn, channel_dim
+        ctx.has_bias = bias is not None
+        ctx.bias_dtype = bias.dtype if bias is not None else None
+        return _expression(x, alpha, weight, bias, shift, fn, channel_dim)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _backward(ctx, dy)
+
+
+COMPILED_FORWARDS = ("decomposed", "custom_op")
+COMPILED_FORWARD_ENV = "DYT_BENCH_COMPILED_FORWARD"
+
+
+def compiled_forward() -> str:
+    """How the op enters a ``torch.compile`` graph: ``decomposed`` (the default: the forward as element-wise ops that
+    inductor fuses, the backward fused) or ``custom_op`` (forward and backward as opaque custom ops); set by the
+    environment variable ``DYT_BENCH_COMPILED_FORWARD`` (benchmarks compare the two)."""
+    value = os.environ.get(COMPILED_FORWARD_ENV, "decomposed")
+    if value not in COMPILED_FORWARDS:
+        raise ValueError(f"{COMPILED_FORWARD_ENV} must be one of {', '.join(COMPILED_FORWARDS)}; got {value!r}")
+    return value
 
 
 def squash_affine_triton(
@@ -110,7 +199,8 @@ def squash_affine_triton(
 ) -> torch.Tensor:
     """The fused op: same contract as :func:`dyt_bench.ops.squash_affine_reference` (output in x's dtype).
 
-    Needs CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``.
+    Needs CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``. Under ``torch.compile`` it enters the graph as
+    :func:`compiled_forward` says.
     """
     check_squash_args(x, alpha, weight, bias, fn, channel_dim, shift)
     if not x.is_cuda and not interpreting():
@@ -122,5 +212,34 @@ def squash_affine_triton(
     shift_t = _as_scalar_tensor(shift, x.device) if shift is not None else None
     channel_dim = channel_dim % x.dim()
     if torch.compiler.is_compiling():
+        if compiled_forward() == "decomposed":
+            return _DecomposedForward.apply(x, alpha_t, weight, bias, shift_t, fn, channel_dim)
         return _squash_affine_op(x, alpha_t, weight, bias, shift_t, fn, channel_dim)
-    return _SquashAffineFunction.apply(x, alpha_t, weight, bias, shift_t, fn, channel_dim)
+    if torch._C._are_functorch_transforms_active():
+        return _SquashAffineFunction.apply(x, alpha_t, weight, bias, shift_t, fn, channel_dim)
+    return _apply_fused(x, alpha_t, weight, bias, shift_t, fn, channel_dim)
+
+
+_VALID: set = set()  # argument signatures that passed check_squash_args (their shapes and fn)
+
+
+def squash_affine_fused(x: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor | None,
+                        bias: torch.Tensor | None, fn: str, channel_dim: int, shift: torch.Tensor | None):
+    """The hot path of ``impl="auto"`` on a CUDA tensor of a fused dtype with tensor α (and shift): the checks run
+    once per argument signature, then straight to the launches."""
+    if torch.compiler.is_compiling() or not isinstance(alpha, torch.Tensor) or (
+            shift is not None and not isinstance(shift, torch.Tensor)):
+        return squash_affine_triton(x, alpha, weight, bias, fn=fn, channel_dim=channel_dim, shift=shift)
+    signature = (x.shape, alpha.shape, None if weight is None else weight.shape, None if bias is None else bias.shape,
+                 None if shift is None else shift.shape, fn, channel_dim)
+    if signature not in _VALID:
+        check_squash_args(x, alpha, weight, bias, fn, channel_dim, shift)
+        if len(_VALID) < 4096:
+            _VALID.add(signature)
+    if channel_dim < 0:
+        channel_dim += x.dim()
+    if torch._C._are_functorch_transforms_active():
+        return _SquashAffineFunction.apply(x, alpha, weight, bias, shift, fn, channel_dim)
+    if not torch.is_grad_enabled():  # inference: no autograd node at all
+        return forward(x, alpha, weight, bias, shift, fn, channel_dim)
+    return _apply_fused(x, alpha, weight, bias, shift, fn, channel_dim)
