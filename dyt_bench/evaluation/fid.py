@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dyt_bench.versions import install_hint
+
 
 @dataclass
 class FidConfig:
@@ -108,8 +110,10 @@ def load_extractor_file(path: str) -> tuple[nn.Module, str]:
     its bytes."""
     try:
         module = torch.jit.load(path, map_location="cpu")
-    except RuntimeError:
-        module = torch.load(path, map_location="cpu", weights_only=False)
+    except RuntimeError:  # not TorchScript: a pickled module, which loads only with the explicit opt-in
+        from dyt_bench.results import load_torch_file
+
+        module = load_torch_file(path, "model.fid.feature_extractor")
     if not isinstance(module, nn.Module):
         raise TypeError(f"model.fid.feature_extractor={path!r} holds a {type(module).__name__}, not an nn.Module")
     with open(path, "rb") as f:
@@ -139,9 +143,9 @@ def _inception_metric(fid: FidConfig) -> tuple[Any, dict[str, Any]]:
                                           feature_extractor_weights_path=fid.inception_weights)
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError(
-            f"model.fid.feature_extractor=inception needs torch-fidelity ({e}). Install it (pip install "
-            "torch-fidelity) on a machine with network, or use an offline extractor: random_cnn, a TorchScript "
-            "file, or module:attribute") from e
+            f"model.fid.feature_extractor=inception needs torch-fidelity ({e}). Install the fid extra "
+            f"({install_hint('fid')}) on a machine with network, or use an offline extractor: random_cnn, a "
+            "TorchScript file, or module:attribute") from e
     except Exception as e:  # the weights download fails offline
         raise RuntimeError(
             f"could not load the Inception weights for FID ({type(e).__name__}: {e}). Run once with network to "
@@ -151,6 +155,43 @@ def _inception_metric(fid: FidConfig) -> tuple[Any, dict[str, Any]]:
     weights = f"@{os.path.basename(fid.inception_weights)}" if fid.inception_weights else ""
     ident = "inception-v3-compat-2048" + weights
     return metric, {"feature_extractor": fid.feature_extractor, "name": name, "id": ident, "num_features": 2048}
+
+
+class SamplingProgress:
+    """A rich progress bar over the images a FID evaluation generates and passes through the feature extractor (the
+    slow part of a diffusion validation); ``enabled`` false (other ranks, logs) draws nothing.
+
+        with SamplingProgress(total, "[val] sampling + FID features") as progress:
+            for batch in ...:
+                ...
+                progress.advance(len(images))
+    """
+
+    def __init__(self, total: int, description: str, enabled: bool = True) -> None:
+        self.total, self.description, self.enabled = total, description, enabled
+        self.done = 0
+        self._bar = None
+
+    def __enter__(self) -> SamplingProgress:
+        if self.enabled:
+            from rich.markup import escape
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn())
+            self._bar.__enter__()
+            self._task = self._bar.add_task(escape(self.description), total=self.total)
+        return self
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(self._task, completed=min(self.done, self.total))
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+            self._bar = None
 
 
 def build_fid_metric(fid: FidConfig) -> tuple[Any, dict[str, Any]]:
@@ -183,5 +224,5 @@ def build_fid_metric(fid: FidConfig) -> tuple[Any, dict[str, Any]]:
                     "num_features": int(metric.real_features_sum.numel())}
 
 
-__all__ = ["FidConfig", "RandomConvFeatures", "build_fid_metric", "load_extractor_attribute", "load_extractor_file",
+__all__ = ["FidConfig", "RandomConvFeatures", "SamplingProgress", "build_fid_metric", "load_extractor_attribute", "load_extractor_file",
            "three_channels", "weights_hash"]

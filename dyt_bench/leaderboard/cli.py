@@ -1,6 +1,7 @@
 """Leaderboard tables from result.json files: mean ± std, Diverge / Stalled, Δ with a 95% CI and a corrected test.
 
-``dyt-bench leaderboard PATH…`` prints them in the terminal or writes Markdown, CSV, JSON, HTML or a PNG bar chart;
+``dyt-bench leaderboard PATH…`` prints them in the terminal or writes Markdown, CSV, JSON, a self-contained HTML page
+or a PNG bar chart; ``--curves`` draws each table's validation curves, ``--show`` adds throughput / peak memory;
 options can also come from a YAML file (``--config``). Exit status 0, or 2 for bad input.
 """
 
@@ -14,7 +15,8 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from dyt_bench.grid.spec import GridError
 from dyt_bench.leaderboard.collect import LeaderboardError, Record, collect, declared_modes
-from dyt_bench.leaderboard.render import DEFAULT_FORMAT, FORMATS, RENDERERS, SUFFIX_FORMATS, render
+from dyt_bench.leaderboard.curves import RESOURCES
+from dyt_bench.leaderboard.render import DEFAULT_FORMAT, FORMATS, RENDERERS, SUFFIX_FORMATS, Extras, render
 from dyt_bench.leaderboard.stats import (
     BOOTSTRAP_MIN_RUNS,
     DEFAULT_ALPHA,
@@ -64,7 +66,28 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--digits", type=int, help="decimals shown (default 2 when scaled, else 4)")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from --output's suffix, else terminal)")
     p.add_argument("--output", "-o", help="write to this file instead of the terminal")
+    p.add_argument("--curves", metavar="FILE.png",
+                   help="also draw each table's validation curves (the metric against the step, from every run's "
+                        "metrics.csv; mean ± std over seeds per cell): one PNG per table, FILE.png for one table, "
+                        "FILE-<n>-<title>.png for several")
+    p.add_argument("--show", help=f"comma-separated resource lines for every cell: {', '.join(RESOURCES)} (mean "
+                                  "training samples/s and peak memory of its runs, from result.json)")
     return p
+
+
+def _show(text: str | None) -> tuple[str, ...]:
+    items = tuple(s.strip() for s in (text or "").split(",") if s.strip())
+    for item in items:
+        _choice("--show", item, RESOURCES)
+    return items
+
+
+def _curves_path(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    if Path(path).suffix.lower() != ".png":
+        raise LeaderboardError(f"--curves must name a .png file; got {path!r}")
+    return Path(path)
 
 
 def _choice(field_name: str, value: Any, allowed: tuple[str, ...]) -> Any:
@@ -145,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         fmt = _output_format(args.format, args.output)
+        show, curves = _show(args.show), _curves_path(args.curves)
         records, notes = collect(args.paths)
         opts = resolve_options(args, records)
         tables = build_tables(records, opts)
@@ -154,7 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"{PROG}: {note}", file=sys.stderr)
     out = Path(args.output) if args.output else None
-    render(tables, opts, fmt, out)
+    render(tables, opts, fmt, out, Extras(records, show))
     if out is not None:
         print(f"{PROG}: wrote {out} ({fmt}, {len(tables)} table(s))", file=sys.stderr)
+    if curves is not None:
+        from dyt_bench.leaderboard.curves import write_curves
+
+        for path, curve_notes in write_curves(tables, records, opts, curves):
+            for note in curve_notes:
+                print(f"{PROG}: {path.name}: {note}", file=sys.stderr)
+            print(f"{PROG}: wrote {path} (validation curves)", file=sys.stderr)
     return 0

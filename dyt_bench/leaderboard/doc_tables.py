@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dyt_bench.grid.spec import ATTEMPTS_DIR, GRID_SUMMARY_FILE
+from dyt_bench.leaderboard.curves import METRICS_FILE
 from dyt_bench.results import RESULT_FILE, atomic_write_text
 
 # A block's comments stand alone on their lines (so a comment quoted inside prose is not a block).
@@ -131,7 +132,8 @@ def _slim(path: Path, moves: list[tuple[str, str]]) -> str:
 
 def export(source: Path, dest: Path) -> list[Path]:
     """Copy a grid's (or any run directory's) ``grid.json`` and ``result.json`` files to ``dest``, keeping their
-    relative paths, leaving out earlier attempts and the bulky fields no table reads. Paths inside them are made
+    relative paths, leaving out earlier attempts and the bulky fields no table reads; each run's ``metrics.csv``
+    (beside its result.json) comes along, so that ``leaderboard --curves`` can draw from the copy. Paths inside them are made
     machine-independent: the source directory becomes ``dest`` and the repository root (the working directory)
     is dropped, so ``/home/me/dyt-bench/configs/x.yaml`` reads ``configs/x.yaml``. Returns the files written."""
     moves = [(str(source.resolve()), str(dest)), (str(Path.cwd().resolve()), "")]
@@ -147,6 +149,10 @@ def export(source: Path, dest: Path) -> list[Path]:
             continue
         atomic_write_text(dest / rel, _slim(path, moves))
         written.append(dest / rel)
+        metrics = path.parent / METRICS_FILE
+        if metrics.is_file():
+            atomic_write_text(dest / rel.parent / METRICS_FILE, metrics.read_text(encoding="utf-8"))
+            written.append(dest / rel.parent / METRICS_FILE)
     if not written:
         raise FileNotFoundError(f"no {GRID_SUMMARY_FILE} or {RESULT_FILE} under {source}")
     return written

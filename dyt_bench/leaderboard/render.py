@@ -1,4 +1,5 @@
-"""Leaderboard tables as text: the terminal (rich), Markdown, CSV, JSON, HTML, or a PNG bar chart (matplotlib).
+"""Leaderboard tables as text: the terminal (rich), Markdown, CSV, JSON, an HTML page (``html``), or a PNG bar chart
+(matplotlib); with the runs (``Extras``), each cell's throughput and peak memory and, on the page, validation curves.
 
 ``RENDERERS`` maps each output format to its renderer; adding a format is one entry there.
 """
@@ -6,20 +7,53 @@
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+from dyt_bench.leaderboard.collect import Record
 from dyt_bench.leaderboard.tables import Options, Table
 from dyt_bench.leaderboard.text import BEST_MARK, cell_lines, header, legend, table_grid
 
-__all__ = ["FORMATS", "RENDERERS", "SUFFIX_FORMATS", "Renderer", "cell_lines", "records_of", "render", "render_csv",
-           "render_html", "render_json", "render_markdown", "render_png", "render_terminal"]
+__all__ = ["FORMATS", "RENDERERS", "SUFFIX_FORMATS", "Extras", "Renderer", "cell_lines", "records_of", "render",
+           "render_csv", "render_html", "render_json", "render_markdown", "render_png", "render_terminal"]
+
+
+@dataclass
+class Extras:
+    """What the tables alone do not hold: the runs behind them (for throughput / memory and curves) and which resource
+    columns to show (``--show throughput,memory``)."""
+
+    records: list[Record] = field(default_factory=list)
+    show: tuple[str, ...] = ()
+
+    def resources(self, table: Table) -> dict:
+        from dyt_bench.leaderboard.curves import table_resources
+
+        return table_resources(table, self.records) if self.records else {}
+
+    def cell_extra(self, table: Table) -> dict:
+        """(row key, col key) → the resource lines of each cell (empty without ``show``)."""
+        if not self.show or not self.records:
+            return {}
+        from dyt_bench.leaderboard.curves import resource_lines
+
+        return {key: resource_lines(summary, self.show) for key, summary in self.resources(table).items()}
+
+
+def _with_extra(table: Table, opts: Options, extras: Extras | None):
+    """``table_grid`` with each cell's resource lines appended."""
+    head, body = table_grid(table, opts)
+    extra = extras.cell_extra(table) if extras is not None else {}
+    if extra:
+        for (_, row), rk in zip(body, table.rows, strict=True):
+            for (_, lines), ck in zip(row, table.cols, strict=True):
+                lines.extend(extra.get((rk, ck), []))
+    return head, body
 
 # ---------------------------------------------------------------------------------------------------------------
 # Formats
@@ -36,14 +70,15 @@ def _style(j: int, line: str) -> str:
     return ""
 
 
-def render_terminal(tables: list[Table], opts: Options, file=None, width: int | None = None) -> None:
+def render_terminal(tables: list[Table], opts: Options, file=None, width: int | None = None,
+                    extras: Extras | None = None) -> None:
     from rich.console import Console
     from rich.table import Table as RichTable
     from rich.text import Text
 
     console = Console(file=file, width=width, force_terminal=None if file is None else False)
     for table in tables:
-        head, body = table_grid(table, opts)
+        head, body = _with_extra(table, opts, extras)
         rt = RichTable(title=f"{table.title}\n{header(table, opts)}", title_justify="left", title_style="bold",
                        show_lines=True)
         for i, h in enumerate(head):
@@ -61,10 +96,10 @@ def render_terminal(tables: list[Table], opts: Options, file=None, width: int | 
         console.print()
 
 
-def render_markdown(tables: list[Table], opts: Options) -> str:
+def render_markdown(tables: list[Table], opts: Options, extras: Extras | None = None) -> str:
     out = []
     for table in tables:
-        head, body = table_grid(table, opts)
+        head, body = _with_extra(table, opts, extras)
         out.append(f"**{table.title}** — {header(table, opts)}\n")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
@@ -82,34 +117,21 @@ def render_markdown(tables: list[Table], opts: Options) -> str:
     return "\n".join(out)
 
 
-HTML_HEAD = ("<!doctype html><meta charset='utf-8'><title>dyt-bench leaderboard</title>",
-             "<style>body{font-family:sans-serif}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right;vertical-align:top}"
-             "td:first-child,th:first-child{text-align:left}.best{font-weight:bold;color:#064}"
-             ".paper,.ns{color:#777}.div{color:#a60}caption{font-weight:bold;text-align:left}</style>")
+def render_html(tables: list[Table], opts: Options, extras: Extras | None = None) -> str:
+    """One self-contained page (``leaderboard.html``): tables, bar charts and, where the runs logged a metrics CSV,
+    validation curves."""
+    from dyt_bench.leaderboard.curves import plot_curves, table_bands
+    from dyt_bench.leaderboard.html import Page, figure_bytes, render_page
 
-
-def render_html(tables: list[Table], opts: Options) -> str:
-    parts = list(HTML_HEAD)
+    page = Page()
+    records = extras.records if extras is not None else []
     for table in tables:
-        head, body = table_grid(table, opts)
-        parts.append(f"<table><caption>{html.escape(table.title)}<br><small>{html.escape(header(table, opts))}"
-                     "</small></caption><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
-        for row_label, row in body:
-            parts.append(f"<tr><th>{html.escape(row_label)}</th>")
-            for _, lines in row:
-                spans = []
-                for j, line in enumerate(lines):
-                    cls = ("best" if j == 0 and line.startswith(BEST_MARK)
-                           else "div" if line.startswith(("Diverge", "Stalled"))
-                           else "paper" if line.startswith("paper") else "ns" if "n.s." in line else "")
-                    spans.append(f"<span class='{cls}'>{html.escape(line)}</span>")
-                parts.append("<td>" + "<br>".join(spans) + "</td>")
-            parts.append("</tr>")
-        parts.append("</table>")
-        parts.append(f"<p>{html.escape(legend(table, opts))}" + "".join(f"<br>{html.escape(n)}" for n in table.notes)
-                     + "</p>")
-    return "\n".join(parts) + "\n"
+        page.bars.append(figure_bytes(lambda f, table=table: render_png([table], opts, f)))
+        has_curves = bool(records) and bool(table_bands(table, records, opts.metric)[0])
+        page.curves.append(figure_bytes(lambda f, table=table: plot_curves(table, records, opts, f))
+                           if has_curves else None)
+        page.cell_extra.append(extras.cell_extra(table) if extras is not None else {})
+    return render_page(tables, opts, page)
 
 
 def _status(s) -> str:
@@ -120,13 +142,17 @@ def _status(s) -> str:
     return "missing"
 
 
-def records_of(tables: list[Table], opts: Options) -> list[dict[str, Any]]:
-    """One flat record per table cell (the CSV rows and the JSON ``cells``); values unscaled."""
+def records_of(tables: list[Table], opts: Options, extras: Extras | None = None) -> list[dict[str, Any]]:
+    """One flat record per table cell (the CSV rows and the JSON ``cells``); values unscaled. With the runs
+    (``extras``), each cell's mean throughput (samples/s) and peak memory (MB) too."""
     out = []
     for table in tables:
+        resources = extras.resources(table) if extras is not None else {}
         for (rk, ck), cell in table.cells.items():
             s = cell.stats
+            res = resources.get((rk, ck), {})
             out.append({
+                "samples_per_s": res.get("samples_per_s"), "peak_memory_mb": res.get("peak_memory_mb"),
                 "table": table.title, "grid": table.grid, "task": table.task, "metric": opts.metric,
                 "value": opts.value, "test": opts.test, "mode": opts.mode, "row": " · ".join(rk),
                 "col": " · ".join(ck), "axes": dict(cell.labels), "n": s.n, "runs": s.runs,
@@ -150,11 +176,11 @@ def records_of(tables: list[Table], opts: Options) -> list[dict[str, Any]]:
 CSV_FIELDS = ("metric", "value", "test", "mode", "n", "runs", "mean", "std", "diverged", "stalled", "chance", "failed",
               "interrupted", "status", "baseline", "delta", "ci95_low", "ci95_high", "p", "p_holm", "significant",
               "fisher_p", "fisher_p_holm", "fisher_significant", "paper", "paper_version", "best_in_row", "argbest",
-              "runner_up", "values", "seeds")  # after table, grid, task and one column per axis
+              "runner_up", "values", "seeds", "samples_per_s", "peak_memory_mb")  # after table, grid, task, the axes
 
 
-def render_csv(tables: list[Table], opts: Options) -> str:
-    rows = records_of(tables, opts)
+def render_csv(tables: list[Table], opts: Options, extras: Extras | None = None) -> str:
+    rows = records_of(tables, opts, extras)
     axis_names: list[str] = []
     for r in rows:
         axis_names += [k for k in r["axes"] if k not in axis_names]
@@ -170,7 +196,7 @@ def render_csv(tables: list[Table], opts: Options) -> str:
     return buf.getvalue()
 
 
-def render_json(tables: list[Table], opts: Options) -> str:
+def render_json(tables: list[Table], opts: Options, extras: Extras | None = None) -> str:
     return json.dumps({"metric": opts.metric, "value": opts.value, "mode": opts.mode, "test": opts.test,
                        "alpha": opts.alpha, "stall_margin": opts.stall_margin,
                        "tables": [{"title": t.title, "header": header(t, opts), "grid": t.grid, "task": t.task,
@@ -179,10 +205,10 @@ def render_json(tables: list[Table], opts: Options) -> str:
                                    "fisher_tests": t.fisher_tests, "paper_version": t.paper_version,
                                    "chance": t.chance, "legend": legend(t, opts), "notes": t.notes}
                                   for t in tables],
-                       "cells": records_of(tables, opts)}, indent=2, default=str) + "\n"
+                       "cells": records_of(tables, opts, extras)}, indent=2, default=str) + "\n"
 
 
-def render_png(tables: list[Table], opts: Options, path: Path) -> None:
+def render_png(tables: list[Table], opts: Options, path: Path | IO[bytes]) -> None:
     """Grouped bars (groups = rows, bars = columns) with ±std error bars; the paper's numeric values as markers."""
     import matplotlib
     import numpy as np
@@ -238,18 +264,21 @@ def _prepare(out: Path) -> Path:
     return out
 
 
-def _write_terminal(tables: list[Table], opts: Options, out: Path | None) -> None:
+Writer = Callable[[list[Table], Options, "Path | None", "Extras | None"], None]
+
+
+def _write_terminal(tables: list[Table], opts: Options, out: Path | None, extras: Extras | None = None) -> None:
     if out is None:
-        render_terminal(tables, opts)
+        render_terminal(tables, opts, extras=extras)
         return
     with open(_prepare(out), "w", encoding="utf-8") as f:
-        render_terminal(tables, opts, file=f, width=200)
+        render_terminal(tables, opts, file=f, width=200, extras=extras)
 
 
-def _write_text(render: Callable[[list[Table], Options], str]) -> Callable[[list[Table], Options, Path | None], None]:
+def _write_text(render: Callable[..., str]) -> Writer:
     """A text renderer as a writer: to stdout, or to the file ``out``."""
-    def write(tables: list[Table], opts: Options, out: Path | None) -> None:
-        text = render(tables, opts)
+    def write(tables: list[Table], opts: Options, out: Path | None, extras: Extras | None = None) -> None:
+        text = render(tables, opts, extras)
         if out is None:
             sys.stdout.write(text)
         else:
@@ -258,16 +287,16 @@ def _write_text(render: Callable[[list[Table], Options], str]) -> Callable[[list
     return write
 
 
-def _write_png(tables: list[Table], opts: Options, out: Path | None) -> None:
+def _write_png(tables: list[Table], opts: Options, out: Path | None, extras: Extras | None = None) -> None:
     render_png(tables, opts, _prepare(out))
 
 
 @dataclass(frozen=True)
 class Renderer:
-    """An output format: how to write the tables (``out`` None: to stdout), the file suffixes that select it, and
-    whether it can only go to a file."""
+    """An output format: how to write the tables (``out`` None: to stdout; ``extras``: the runs behind them), the
+    file suffixes that select it, and whether it can only go to a file."""
 
-    write: Callable[[list[Table], Options, Path | None], None]
+    write: Writer
     suffixes: tuple[str, ...]
     needs_file: bool = False
 
@@ -287,6 +316,7 @@ SUFFIX_FORMATS = {suffix: name for name, r in sorted(RENDERERS.items(), key=lamb
                   for suffix in r.suffixes}
 
 
-def render(tables: list[Table], opts: Options, fmt: str, out: Path | None = None) -> None:
+def render(tables: list[Table], opts: Options, fmt: str, out: Path | None = None,
+           extras: Extras | None = None) -> None:
     """Write ``tables`` in format ``fmt`` to the file ``out``, or to stdout."""
-    RENDERERS[fmt].write(tables, opts, out)
+    RENDERERS[fmt].write(tables, opts, out, extras)

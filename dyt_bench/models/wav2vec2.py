@@ -93,11 +93,22 @@ def wav2vec2_config(
     return Wav2Vec2Config(**fields)
 
 
-def build_wav2vec2(config) -> nn.Module:
-    """A randomly initialised ``Wav2Vec2ForPreTraining`` from a ``Wav2Vec2Config``."""
-    from transformers import Wav2Vec2ForPreTraining
+def build_wav2vec2(config, pretrained: str | None = None) -> nn.Module:
+    """A ``Wav2Vec2ForPreTraining`` from a ``Wav2Vec2Config``: randomly initialised, or with the weights of the local
+    directory ``pretrained`` (``save_pretrained`` / a downloaded model: ``from_pretrained`` with ``local_files_only``;
+    ``config`` still sets the masking and loss fields, and must match the directory's architecture)."""
+    import os
 
-    return Wav2Vec2ForPreTraining(config)
+    from dyt_bench.versions import require
+
+    transformers = require("transformers", "speech", "the wav2vec 2.0 model")
+    if pretrained is None:
+        return transformers.Wav2Vec2ForPreTraining(config)
+    path = os.path.expanduser(pretrained)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model.pretrained: {path} is not a directory (give a local transformers model folder "
+                                "with config.json and its weights)")
+    return transformers.Wav2Vec2ForPreTraining.from_pretrained(path, config=config, local_files_only=True)
 
 
 def norm_skip_list(swap_feature_extractor_norm: bool) -> list[str]:

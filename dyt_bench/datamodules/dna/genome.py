@@ -28,6 +28,11 @@ from .synthetic import write_synthetic_genome
 from .tokenizer import DNA_VOCAB_SIZE, N_ID, DNATokenizer, reverse_complement
 
 
+def _distributed() -> bool:
+    """True inside a multi-process run (then data preparation belongs to ``prepare_data``, not ``setup``)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def open_fasta(path: Path):
     """A binary line reader of a plain or gzip-compressed FASTA file."""
     with open(path, "rb") as f:
@@ -35,15 +40,23 @@ def open_fasta(path: Path):
     return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
-def fasta_to_tokens(fasta: Path, out: Path) -> dict[str, tuple[int, int]]:
+def fasta_to_tokens(fasta: Path, out: Path, progress: bool = True) -> dict[str, tuple[int, int]]:
     """Stream ``fasta`` into ``out`` (one token byte per base); return {record name: (offset, length)}.
 
-    Memory use is one line at a time, so a 3 Gb genome converts on any machine.
+    Memory use is one line at a time, so a 3 Gb genome converts on any machine. A rich progress bar follows the bytes
+    read from the file (compressed bytes for ``.fa.gz``) unless ``progress`` is false.
     """
+    from rich.markup import escape
+    from rich.progress import Progress
+
     index: dict[str, tuple[int, int]] = {}
     name, start, written = None, 0, 0
     buffer = io.BytesIO()
-    with open_fasta(fasta) as src, open(out, "wb") as dst:
+    with open(fasta, "rb") as raw, open(out, "wb") as dst, Progress(disable=not progress) as bar:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        src = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
+        task = bar.add_task(escape(f"[dna] {fasta.name} → tokens"), total=os.fstat(raw.fileno()).st_size)
         for line in src:
             if line.startswith(b">"):
                 if name is not None:
@@ -63,9 +76,11 @@ def fasta_to_tokens(fasta: Path, out: Path) -> dict[str, tuple[int, int]]:
             if buffer.tell() > (1 << 24):
                 dst.write(buffer.getvalue())
                 buffer = io.BytesIO()
+                bar.update(task, completed=raw.tell())
         if name is not None:
             index[name] = (start, written - start)
         dst.write(buffer.getvalue())
+        bar.update(task, completed=raw.tell())
     if not index:
         raise ValueError(f"{fasta} holds no FASTA record ('>' header)")
     return index
@@ -211,8 +226,14 @@ class GenomeDataModule(SplitDataModule):
             os.replace(tmp, path)
         return path
 
-    def load_tokens(self) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
-        """The genome as a memory-mapped token array and its record index, converting the FASTA on first use."""
+    def prepare_data(self) -> None:
+        """Convert the FASTA to the token cache, once per node (Lightning calls this on one process before ``setup``,
+        which then only reads the cache on every rank)."""
+        self.load_tokens()
+
+    def load_tokens(self, build: bool = True) -> tuple[np.ndarray, dict[str, tuple[int, int]]]:
+        """The genome as a memory-mapped token array and its record index, converting the FASTA on first use
+        (``build: false``: refuse to, the cache must exist)."""
         fasta = self.fasta_path()
         st = fasta.stat()
         key = hashlib.sha256(f"{fasta.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
@@ -221,6 +242,9 @@ class GenomeDataModule(SplitDataModule):
         index_path = self.cache_dir / f"{fasta.name}-{key}.index.json"
         if tokens_path.exists() and index_path.exists():
             self.cache_hits += 1
+        elif not build:
+            raise FileNotFoundError(f"{tokens_path} is missing: prepare_data converts the FASTA before setup (is "
+                                    f"data.cache_dir on a disk every process of this node sees?)")
         else:
             rank_zero_info(f"[dna] converting {fasta} to tokens (once; cached in {self.cache_dir})")
             tmp = tokens_path.with_suffix(f".{os.getpid()}.tmp")
@@ -264,7 +288,8 @@ class GenomeDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        self.tokens, self.index = self.load_tokens()
+        # in a multi-process run prepare_data has converted the FASTA: every rank only reads
+        self.tokens, self.index = self.load_tokens(build=not _distributed())
         train, val = self.split_records()
         self.train_set = self._windows(train, True)
         self.val_set = self._windows(val, False)

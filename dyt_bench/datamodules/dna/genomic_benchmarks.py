@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dyt_bench.datamodules.base import SplitDataModule
 from dyt_bench.norms.spec import check_choice
+from dyt_bench.versions import MissingExtraError, install_hint, require
 
 from .synthetic import write_synthetic_benchmark
 from .tokenizer import DNA_VOCAB_SIZE, PAD_ID, DNATokenizer, reverse_complement
@@ -31,17 +32,28 @@ GENOMIC_BENCHMARKS: dict[str, dict[str, int]] = {
 }
 
 
-def read_benchmark_split(folder: Path, tokenizer: DNATokenizer) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
-    """Token arrays, labels and class names of one split folder (``<split>/<class>/*.txt``; classes sorted by name)."""
+def _distributed() -> bool:
+    """True inside a multi-process run (then data preparation belongs to ``prepare_data``, not ``setup``)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def read_benchmark_split(folder: Path, tokenizer: DNATokenizer,
+                         progress: bool = True) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """Token arrays, labels and class names of one split folder (``<split>/<class>/*.txt``; classes sorted by name);
+    a rich progress bar counts the files (the larger datasets hold 10⁵ of them) unless ``progress`` is false."""
+    from rich.markup import escape
+    from rich.progress import track
+
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not classes:
         raise FileNotFoundError(f"{folder} has no class folders (expected {folder}/<class>/*.txt)")
+    files = [(label, f) for label, cls in enumerate(classes)
+             for f in sorted((folder / cls).glob("*.txt"), key=lambda p: (len(p.stem), p.stem))]
     seqs, labels = [], []
-    for label, cls in enumerate(classes):
-        files = sorted((folder / cls).glob("*.txt"), key=lambda p: (len(p.stem), p.stem))
-        for f in files:
-            seqs.append(np.frombuffer(tokenizer.encode_bytes(f.read_bytes().strip()), dtype=np.uint8))
-            labels.append(label)
+    for label, f in track(files, description=escape(f"[dna] reading {folder.parent.name}/{folder.name}"),
+                          disable=not progress):
+        seqs.append(np.frombuffer(tokenizer.encode_bytes(f.read_bytes().strip()), dtype=np.uint8))
+        labels.append(label)
     return seqs, np.asarray(labels, dtype=np.int64), classes
 
 
@@ -139,7 +151,13 @@ class GenomicBenchmarksDataModule(SplitDataModule):
             return hp.synthetic_classes
         return GENOMIC_BENCHMARKS.get(hp.dataset, {}).get("num_classes")
 
-    def dataset_folder(self) -> Path:
+    def prepare_data(self) -> None:
+        """Download (or generate) the dataset, once per node (Lightning calls this on one process before ``setup``,
+        which then only reads it on every rank)."""
+        self.dataset_folder()
+
+    def dataset_folder(self, build: bool = True) -> Path:
+        """The dataset's folder; downloads or generates it when absent (``build: false``: refuse to)."""
         hp = self.hparams
         if hp.source == "synthetic":
             key = (f"v2-{hp.synthetic_classes}c-{hp.synthetic_train_per_class}-{hp.synthetic_test_per_class}-"
@@ -147,6 +165,8 @@ class GenomicBenchmarksDataModule(SplitDataModule):
                    f"{hp.synthetic_copies}-s{hp.synthetic_seed}")
             root = self.cache_dir / "synthetic_benchmarks" / key
             folder = root / "synthetic_motifs"
+            if not (folder / "motifs.json").exists() and not build:
+                raise FileNotFoundError(f"{folder} is missing: prepare_data generates it before setup")
             if not (folder / "motifs.json").exists():
                 tmp_root = root.parent / f"{key}.{os.getpid()}.tmp"
                 write_synthetic_benchmark(tmp_root, "synthetic_motifs", hp.synthetic_classes,
@@ -163,24 +183,26 @@ class GenomicBenchmarksDataModule(SplitDataModule):
         folder = root / hp.dataset
         if (folder / "train").is_dir() and (folder / "test").is_dir():
             return folder
-        if hp.download:
+        if hp.download and build:
             self._download(root)
             if (folder / "train").is_dir() and (folder / "test").is_dir():
                 return folder
         raise FileNotFoundError(
             f"GenomicBenchmarks dataset {hp.dataset!r} not found at {folder} (expected {folder}/train/<class>/*.txt "
-            f"and {folder}/test/<class>/*.txt). Get it with: pip install genomic-benchmarks && python -c \"from "
+            f"and {folder}/test/<class>/*.txt). Get it with the dna extra ({install_hint('dna')}, i.e. pip install "
+            f"genomic-benchmarks), then: python -c \"from "
             f"genomic_benchmarks.loc2seq import download_dataset; download_dataset('{hp.dataset}', version=0, "
             f"dest_path='{root}')\" — or set data.root to where it is, or data.source: synthetic for an offline run")
 
     def _download(self, root: Path) -> None:
         hp = self.hparams
-        try:
-            from genomic_benchmarks.loc2seq import download_dataset
-        except ImportError:
-            rank_zero_info("[dna] the genomic-benchmarks package is not installed; cannot download")
-            return
         if hp.dataset not in GENOMIC_BENCHMARKS:
+            return
+        try:
+            download_dataset = require("genomic_benchmarks.loc2seq", "dna",
+                                       f"downloading {hp.dataset} (data.download: true)").download_dataset
+        except MissingExtraError as e:  # the not-found error that follows says how to get the data
+            rank_zero_info(f"[dna] {e}")
             return
         try:
             rank_zero_info(f"[dna] downloading {hp.dataset} into {root} through genomic-benchmarks")
@@ -197,7 +219,7 @@ class GenomicBenchmarksDataModule(SplitDataModule):
         if self.train_set is not None:
             return
         hp = self.hparams
-        folder = self.dataset_folder()
+        folder = self.dataset_folder(build=not _distributed())  # in a multi-process run prepare_data fetched it
         train_seqs, train_labels, classes = read_benchmark_split(folder / "train", self.tokenizer)
         test_seqs, test_labels, test_classes = read_benchmark_split(folder / "test", self.tokenizer)
         if classes != test_classes:
