@@ -51,6 +51,10 @@ class HyenaConfig:
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     pad_vocab_size_multiple: int = 8
+    # A learnable scalar multiplying the token embeddings (the paper's LLaMA fix for embeddings that start at std
+    # 0.02): off by default, as in HyenaDNA and the paper's HyenaDNA runs; its init defaults to √d_model.
+    embedding_scale: bool = False
+    embedding_scale_init: float | None = None
 
     def __post_init__(self) -> None:
         if self.d_inner is None:
@@ -64,6 +68,18 @@ class HyenaConfig:
                              f"{self.order}")
         if self.emb_dim < 3 or self.emb_dim % 2 == 0:
             raise ValueError(f"model.emb_dim must be odd and >= 3 (time plus sine/cosine pairs); got {self.emb_dim}")
+        if not isinstance(self.embedding_scale, bool):
+            raise ValueError(f"model.embedding_scale must be true or false; got {self.embedding_scale!r}")
+        init = self.embedding_scale_init
+        if init is not None and (isinstance(init, bool) or not isinstance(init, (int, float)) or init != init):
+            raise ValueError(f"model.embedding_scale_init must be a number or null (√d_model); got {init!r}")
+
+    @property
+    def resolved_embedding_scale_init(self) -> float:
+        """The embedding scale's initial value: ``embedding_scale_init``, else √d_model."""
+        if self.embedding_scale_init is not None:
+            return float(self.embedding_scale_init)
+        return math.sqrt(self.d_model)
 
     @classmethod
     def from_size(cls, size: str | None, **overrides) -> HyenaConfig:
@@ -242,13 +258,18 @@ class HyenaBackbone(nn.Module):
         self.cfg = cfg
         self.norm_spec = NormSpec.coerce(norm)
         self.embedding = nn.Embedding(cfg.padded_vocab_size, cfg.d_model)
+        self.embed_scale = (nn.Parameter(torch.tensor(cfg.resolved_embedding_scale_init))
+                            if cfg.embedding_scale else None)
         self.drop = nn.Dropout(cfg.embed_dropout)
         self.layers = nn.ModuleList(HyenaBlock(cfg, self.norm_spec) for _ in range(cfg.n_layer))
         self.norm_f = build_norm(self.norm_spec, cfg.d_model, "channels_last", eps=cfg.layer_norm_eps)
         init_hyena_weights(self, cfg)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.embedding(input_ids))
+        x = self.embedding(input_ids)
+        if self.embed_scale is not None:
+            x = x * self.embed_scale
+        x = self.drop(x)
         for layer in self.layers:
             x = layer(x)
         return self.norm_f(x)

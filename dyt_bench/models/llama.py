@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from dyt_bench.norms import SquashNorm, recommend_alpha_init
+
 
 class EmbeddingScale(nn.Module):
     """A token embedding followed by a learnable scalar (initialised to √d): without it, a DyT LLaMA whose
@@ -56,6 +58,50 @@ def build_llama(
         tie_word_embeddings=tie_embeddings, attn_implementation="sdpa",
     )
     return LlamaForCausalLM(config)
+
+
+# The norms of a transformers LLaMA by role, as the DyT authors' LLaMA code groups their initial α: the norm in front
+# of attention, the one in front of the MLP, and the final norm before the LM head.
+ALPHA_GROUPS = {"attention": "input_layernorm", "mlp": "post_attention_layernorm", "final": "norm"}
+
+
+def llama_norm_group(path: str) -> str | None:
+    """``attention``, ``mlp`` or ``final`` for the path of a LLaMA norm (``model.layers.3.input_layernorm``, …)."""
+    if path.endswith(".input_layernorm"):
+        return "attention"
+    if path.endswith(".post_attention_layernorm"):
+        return "mlp"
+    if path == "model.norm":
+        return "final"
+    return None
+
+
+def set_alpha_groups(model, width: int, **groups) -> dict[str, float]:
+    """Overwrite the initial α of the point-wise norms of one or more roles (``attention=``, ``mlp=``, ``final=``;
+    a number, ``"auto"`` for the width rule at ``width``, or None to leave that role alone). Returns role → α set."""
+    unknown = sorted(set(groups) - set(ALPHA_GROUPS))
+    if unknown:
+        raise ValueError(f"unknown LLaMA norm group(s) {unknown}; allowed: {', '.join(ALPHA_GROUPS)}")
+    values = {role: recommend_alpha_init(width) if v == "auto" else float(v) for role, v in groups.items()
+              if v is not None}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            role = llama_norm_group(name)
+            if role in values and isinstance(module, SquashNorm):
+                module.alpha.fill_(values[role])
+    return values
+
+
+def set_squash_bias(model, bias: bool) -> int:
+    """Give every point-wise norm with γ a per-channel β (``bias=True``: a zero-initialised one where it has none)
+    or none (``False``: γ · f(αx) only, RMSNorm's affine); return how many layers changed."""
+    count = 0
+    for module in model.modules():
+        if not isinstance(module, SquashNorm) or module.weight is None or (module.bias is not None) == bias:
+            continue
+        module.bias = nn.Parameter(torch.zeros_like(module.weight)) if bias else None
+        count += 1
+    return count
 
 
 def add_embedding_scale(model, init: float | None = None) -> EmbeddingScale:

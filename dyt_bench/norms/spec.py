@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal, get_args
 
@@ -48,24 +49,29 @@ class NormSpec:
             with a learnable scalar shift, Chen et al. 2025). ``NormFactory.kinds()`` lists them all.
         alpha_init: initial alpha of the point-wise kinds. Default: 0.5 when alpha is learnable, 1.0 when fixed.
             ``auto``: the paper's LLM width rule (``recommend_alpha_init``) applied to each layer's channel count.
+            ``calibrate``: one forward pass on a training batch before the first step sets each layer's
+            α0 = ``calibrate_k`` / std(its input) (``norms/calibrate.py``; until then a layer holds the default α0).
             Ignored by the statistics-based kinds, so one config can switch ``kind`` alone.
         learnable_alpha: whether alpha is a trained parameter (else a fixed buffer). Default: the kind's (true for
             ``dyt`` and ``derf``, false for tanh / hardtanh / sigmoid / identity).
         shift_init, learnable_shift: Derf's scalar shift ``s`` (init 0, learnable by default); other kinds have none.
         impl: implementation of the point-wise op: auto (Triton on CUDA, eager elsewhere), triton, eager.
         eps: epsilon of the statistics-based kinds. Default: keep the replaced layer's epsilon (1e-6 for new layers).
+        calibrate_k: the k of ``alpha_init: calibrate`` (default 1: the learned α tracks 1/std of the input, the
+            paper's Figures 3–4); ignored otherwise.
         affine: per-channel γ/β. Default (null): keep the replaced layer's (DiT's adaLN norms have none, a ViT's
             LayerNorms have both); true gives every new layer γ and β, false neither.
     """
 
     kind: NormKind = "dyt"
-    alpha_init: float | Literal["auto"] | None = None
+    alpha_init: float | Literal["auto", "calibrate"] | None = None
     learnable_alpha: bool | None = None
     impl: NormImpl = "auto"
     eps: float | None = None
     shift_init: float = 0.0
     learnable_shift: bool = True
     affine: bool | None = None
+    calibrate_k: float = 1.0
 
     def __post_init__(self) -> None:
         # NORM_KINDS are the names NormFactory builds (its table is checked against them), read without importing it
@@ -74,14 +80,25 @@ class NormSpec:
             raise ValueError("norm.affine must be true, false or null (keep the replaced layer's); "
                              f"got {self.affine!r}")
         check_choice("norm.impl", self.impl, IMPLS)
-        if self.alpha_init is not None and self.alpha_init != "auto":
+        for name in ("learnable_alpha", "learnable_shift"):  # "no" or 0 must not read as a truth value
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (value is None and name == "learnable_alpha"):
+                allowed = "true, false or null (the kind's default)" if name == "learnable_alpha" else "true or false"
+                raise ValueError(f"norm.{name} must be {allowed}; got {value!r}")
+        if self.alpha_init is not None and self.alpha_init not in ("auto", "calibrate"):
             if isinstance(self.alpha_init, bool) or not isinstance(self.alpha_init, (int, float)):
-                raise ValueError(f"norm.alpha_init must be a number or 'auto'; got {self.alpha_init!r}")
-            if not self.alpha_init == self.alpha_init:  # NaN
-                raise ValueError("norm.alpha_init must be a finite number; got nan")
+                raise ValueError(f"norm.alpha_init must be a number, 'auto' or 'calibrate'; got {self.alpha_init!r}")
+            if not math.isfinite(self.alpha_init):  # NaN and ±inf
+                raise ValueError(f"norm.alpha_init must be a finite number; got {self.alpha_init!r}")
+            # a fixed α = 0 makes the output independent of the input; a learnable one moves off 0 (∂y/∂α = γ·x)
+            if self.alpha_init == 0 and self.is_squash and not self.resolved_learnable_alpha:
+                raise ValueError("norm.alpha_init must be non-zero when alpha is fixed (learnable_alpha false); got 0")
         shift = self.shift_init
-        if isinstance(shift, bool) or not isinstance(shift, (int, float)) or shift != shift:  # also NaN
+        if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not math.isfinite(shift):  # NaN, inf
             raise ValueError(f"norm.shift_init must be a finite number; got {self.shift_init!r}")
+        k = self.calibrate_k
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 < k < float("inf"):
+            raise ValueError(f"norm.calibrate_k must be a positive finite number; got {self.calibrate_k!r}")
         if self.eps is not None and not (isinstance(self.eps, (int, float)) and self.eps > 0):
             raise ValueError(f"norm.eps must be a positive number; got {self.eps!r}")
 
@@ -101,27 +118,36 @@ class NormSpec:
 
     @property
     def resolved_alpha_init(self) -> float | str:
-        """The initial α, or ``"auto"`` when it depends on each layer's width (see :meth:`alpha_init_for`)."""
-        if self.alpha_init == "auto":
-            return "auto"
+        """The initial α, or ``"auto"`` / ``"calibrate"`` when it depends on each layer's width (see
+        :meth:`alpha_init_for`) or input."""
+        if self.alpha_init in ("auto", "calibrate"):
+            return self.alpha_init
         if self.alpha_init is not None:
             return float(self.alpha_init)
         return DEFAULT_ALPHA_INIT_LEARNABLE if self.resolved_learnable_alpha else DEFAULT_ALPHA_INIT_FIXED
 
     def alpha_init_for(self, width: int) -> float:
-        """The initial α of a layer with ``width`` channels."""
+        """The initial α of a layer with ``width`` channels (``calibrate``: the kind's default, until calibrated)."""
         if self.alpha_init == "auto":
             from .alpha_init import recommend_alpha_init
 
             return recommend_alpha_init(width)
+        if self.alpha_init == "calibrate":
+            return DEFAULT_ALPHA_INIT_LEARNABLE if self.resolved_learnable_alpha else DEFAULT_ALPHA_INIT_FIXED
         return float(self.resolved_alpha_init)
+
+    @property
+    def calibrates(self) -> bool:
+        """Whether α0 is set from the input std of each layer (``alpha_init: calibrate`` on a point-wise kind)."""
+        return self.is_squash and self.alpha_init == "calibrate"
 
     def label(self) -> str:
         """Short human-readable name, e.g. ``dyt(α0=0.5)`` or ``tanh(α=1 fixed)``."""
         suffix = "" if self.affine is None else (" +γβ" if self.affine else " -γβ")
         if not self.is_squash:
             return self.kind + suffix
-        a = "auto" if self.alpha_init == "auto" else f"{self.resolved_alpha_init:g}"
+        a = {"auto": "auto", "calibrate": f"{self.calibrate_k:g}/std"}.get(self.alpha_init, None)
+        a = a or f"{self.resolved_alpha_init:g}"
         base = f"{self.kind}(α0={a})" if self.resolved_learnable_alpha else f"{self.kind}(α={a} fixed)"
         return base + suffix
 
@@ -135,6 +161,8 @@ class NormSpec:
             d.pop("shift_init"), d.pop("learnable_shift")
         if self.affine is None:
             d.pop("affine")
+        if self.alpha_init != "calibrate":
+            d.pop("calibrate_k")
         if self.is_squash:
             d["alpha_init"] = self.resolved_alpha_init
             d["learnable_alpha"] = self.resolved_learnable_alpha

@@ -4,6 +4,7 @@ guard, result recording."""
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -26,6 +27,7 @@ class DivergenceConfig:
     enabled: bool = True
     max_loss_ratio: float | None = 10.0
     min_steps: int = 20
+    check_every_n_steps: int = 10  # the loss is read on the host (and agreed across ranks) only this often
 
 
 class BenchTask(pl.LightningModule):
@@ -54,12 +56,65 @@ class BenchTask(pl.LightningModule):
         self.track_saturation = track_saturation
         self.norm_spec = NormSpec.coerce(norm) if norm is not None else NormSpec()
         self.optim_config = coerce_dataclass(OptimConfig, optim, "model.optim")
+        cfg = self.optim_config
+        if not cfg.eps > 0:
+            raise ValueError(f"model.optim.eps must be > 0; got {cfg.eps}")
+        if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+            raise ValueError(f"model.optim.betas must be two numbers in [0, 1); got {list(cfg.betas)}")
         self.divergence_config = coerce_dataclass(DivergenceConfig, divergence, "model.divergence")
         self.norm_report: NormReplacementReport | None = None
         self.model_name = ""
         self.run_config: dict | None = None  # set by the CLI: the resolved config, recorded in result.json
         # Facts about how this run measures its metrics (e.g. the FID extractor), recorded as result.json "evaluation"
         self.evaluation: dict = {}
+
+    # --- alpha_init: calibrate -------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        if self.norm_spec.calibrates:
+            self.calibrate_alpha()
+
+    def calibration_batch(self):
+        """The batch ``alpha_init: calibrate`` measures on: the first of a fresh training loader."""
+        dm = self.trainer.datamodule
+        loader = dm.train_dataloader() if dm is not None else self.trainer.train_dataloader
+        return next(iter(loader))
+
+    def calibrate_alpha(self) -> dict:
+        """α0 = k / std(input) for every point-wise norm of ``self.net``, from one forward pass (:meth:`probe_forward`)
+        on :meth:`calibration_batch`; rank 0's values go to every rank; an EMA copy (``self.ema.module``) gets them
+        too. Recorded as ``evaluation["alpha_calibration"]``. A resumed run keeps the α of its checkpoint."""
+        from dyt_bench.norms.calibrate import calibrate_alpha, squash_layers
+
+        if self._trainer is not None and self.trainer.ckpt_path:  # the record came back with the checkpoint
+            return self.evaluation.setdefault("alpha_calibration", {"k": self.norm_spec.calibrate_k, "resumed": True})
+        net = getattr(self, "net", self)
+        batch = self.transfer_batch_to_device(self.calibration_batch(), self.device, 0)
+        context = self.trainer.precision_plugin.forward_context() if self._trainer is not None else nullcontext()
+        with context:
+            record = calibrate_alpha(net, lambda: self.probe_forward(batch), self.norm_spec.calibrate_k)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            record = self.trainer.strategy.broadcast(record, src=0)
+        layers = {**squash_layers(net)}
+        ema = getattr(getattr(self, "ema", None), "module", None)
+        ema_layers = squash_layers(ema) if isinstance(ema, nn.Module) else {}
+        with torch.no_grad():
+            for name, entry in record["layers"].items():
+                for table in (layers, ema_layers):
+                    if name in table:
+                        table[name].alpha.fill_(entry["alpha"])
+        record["batch_size"] = _batch_size(batch)
+        self.evaluation["alpha_calibration"] = record
+        rank_zero_info(f"alpha_init calibrate (k={record['k']:g}): set {len(record['layers'])} layers"
+                       + (f", skipped {len(record['skipped'])}" if record["skipped"] else ""))
+        return record
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if "alpha_calibration" in self.evaluation:
+            checkpoint["alpha_calibration"] = self.evaluation["alpha_calibration"]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "alpha_calibration" in checkpoint:
+            self.evaluation["alpha_calibration"] = checkpoint["alpha_calibration"]
 
     def chance_levels(self) -> dict[str, float]:
         """Logged metric → its value at chance (recorded in result.json as ``chance``); none by default."""
@@ -106,7 +161,8 @@ class BenchTask(pl.LightningModule):
         callbacks: list[pl.Callback] = [ResultWriter()]
         div = self.divergence_config
         if div.enabled:
-            callbacks.insert(0, DivergenceGuard(max_loss_ratio=div.max_loss_ratio, min_steps=div.min_steps))
+            callbacks.insert(0, DivergenceGuard(max_loss_ratio=div.max_loss_ratio, min_steps=div.min_steps,
+                                                check_every_n_steps=div.check_every_n_steps))
         if self.track_alpha:
             callbacks.append(AlphaTracker())
         if self.track_saturation:
@@ -128,6 +184,18 @@ class BenchTask(pl.LightningModule):
             have = getattr(dm, name, None)
             if have is not None and have != value:
                 raise ValueError(f"model.{name}={value} but data.{name}={have}; set both to the same value")
+
+
+def _batch_size(batch) -> int | None:
+    """The leading dimension of the first tensor in a batch (tensor, sequence or mapping)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else None
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    for item in items:
+        size = _batch_size(item)
+        if size is not None:
+            return size
+    return None
 
 
 __all__ = ["BenchTask", "DivergenceConfig", "OptimConfig", "lr_lambda"]

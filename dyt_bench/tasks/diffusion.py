@@ -51,9 +51,10 @@ class DiffusionTask(BenchTask):
             runs on latents of ``img_size / 8`` pixels and the VAE's channels.
         class_dropout_prob: label dropout for classifier-free guidance (DiT: 0.1).
         learn_sigma: learned variance (hybrid loss); false trains with L_simple and samples with β̃.
-        zero_init: adaLN-Zero initialisation. Default (null): on for the statistics-based norms and off for the
-            point-wise ones (DyT …), as in the DyT authors' DiT code, which removes the zero initialisation when it
-            swaps LayerNorm for DyT.
+        zero_init: adaLN-Zero initialisation. Default true for every norm: the supplied text's only change to DiT
+            is the norm (Appendix A.3), so both arms of a comparison differ in one variable. null: on for the
+            statistics-based norms and off for the point-wise ones (DyT …), as in the DyT authors' DiT code, which
+            removes the zero initialisation when it swaps LayerNorm for DyT.
         norm_affine: give the DiT norms per-channel γ/β. Default false: DiT's LayerNorms have none (adaLN modulates
             them) and the DyT authors' DyT there is ``tanh(αx)`` without γ/β.
         vae: a local diffusers ``AutoencoderKL`` directory: images are encoded on the fly to latents (× ``vae_scale``)
@@ -85,7 +86,7 @@ class DiffusionTask(BenchTask):
         num_heads: int | None = None,
         class_dropout_prob: float = 0.1,
         learn_sigma: bool = True,
-        zero_init: bool | None = None,
+        zero_init: bool | None = True,
         norm_affine: bool = False,
         vae: str | None = None,
         vae_scale: float = VAE_SCALE,

@@ -24,7 +24,7 @@ from .optim import OptimConfig
 # Fields that must agree between a pretraining checkpoint and the model it initialises (they shape the weights or,
 # for l_max, the positional features the filters were trained on).
 ARCH_FIELDS = ("vocab_size", "d_model", "n_layer", "d_inner", "l_max", "order", "filter_order", "emb_dim",
-               "short_filter_order", "num_inner_mlps", "modulate")
+               "short_filter_order", "num_inner_mlps", "modulate", "embedding_scale")
 
 
 class _HyenaTask(BenchTask):
@@ -39,6 +39,7 @@ class _HyenaTask(BenchTask):
         rank_zero_info(str(self.norm_report))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["hyena_config"] = self.hyena_config.to_dict()
         checkpoint["norm_spec"] = self.norm_spec.to_dict()
 
@@ -55,6 +56,9 @@ class DNAPretraining(_HyenaTask):
         size: a HyenaDNA size by name (tiny, tiny-d256, tiny-16k, small, medium-160k, medium-450k, large), or null to
             give every field; the fields below override it when set.
         d_model, n_layer, d_inner, l_max, embed_dropout, resid_dropout: architecture overrides.
+        embedding_scale: multiply the token embeddings by a learnable scalar (initialised to
+            ``embedding_scale_init``, default √d_model), the paper's LLaMA fix for small embeddings. Default (null):
+            off, as in HyenaDNA and the paper's HyenaDNA runs (it names the scale for LLaMA only).
         norm: the norm placed at HyenaDNA's LayerNorm positions (default layernorm; ``dyt`` for DyT).
         optim, divergence, track_alpha, track_saturation: see ``BenchTask``.
     """
@@ -71,6 +75,8 @@ class DNAPretraining(_HyenaTask):
         l_max: int | None = None,
         embed_dropout: float | None = None,
         resid_dropout: float | None = None,
+        embedding_scale: bool | None = None,
+        embedding_scale_init: float | None = None,
         vocab_size: int = DNA_VOCAB_SIZE,
         norm: NormSpec | None = None,
         optim: OptimConfig | None = None,
@@ -83,7 +89,9 @@ class DNAPretraining(_HyenaTask):
         self.save_hyperparameters()
         self.hyena_config = HyenaConfig.from_size(size, d_model=d_model, n_layer=n_layer, d_inner=d_inner,
                                                   l_max=l_max, embed_dropout=embed_dropout,
-                                                  resid_dropout=resid_dropout, vocab_size=vocab_size)
+                                                  resid_dropout=resid_dropout, vocab_size=vocab_size,
+                                                  embedding_scale=embedding_scale,
+                                                  embedding_scale_init=embedding_scale_init)
         self.net = HyenaLM(self.hyena_config, self.norm_spec)
         self._describe(size, self.net.backbone)
         self.val_loss = MeanMetric()
@@ -161,7 +169,9 @@ def load_backbone(backbone: torch.nn.Module, path: str, config: HyenaConfig, nor
     any backbone tensor is missing, extra or of another shape. Returns what was loaded.
     """
     file = resolve_checkpoint(path)
-    ckpt = torch.load(file, map_location="cpu", weights_only=False)  # a Lightning checkpoint pickles its hparams
+    from dyt_bench.results import load_torch_file
+
+    ckpt = load_torch_file(file, "model.init_from")  # tensors and plain data only: a crafted pickle is refused
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"model.init_from: {file} is not a checkpoint (no state_dict)")
@@ -202,7 +212,8 @@ class DNAClassification(_HyenaTask):
 
     Args:
         num_classes: number of classes (checked against the datamodule).
-        size, d_model, n_layer, d_inner, l_max, embed_dropout, resid_dropout: as in :class:`DNAPretraining`; with
+        size, d_model, n_layer, d_inner, l_max, embed_dropout, resid_dropout, embedding_scale,
+            embedding_scale_init: as in :class:`DNAPretraining`; with
             ``init_from`` they must match the checkpoint's.
         pooling: ``mean`` over real tokens, or ``last`` token.
         init_from: a pretraining checkpoint (file or run directory) whose backbone initialises this one; the head
@@ -224,6 +235,8 @@ class DNAClassification(_HyenaTask):
         l_max: int | None = None,
         embed_dropout: float | None = None,
         resid_dropout: float | None = None,
+        embedding_scale: bool | None = None,
+        embedding_scale_init: float | None = None,
         vocab_size: int = DNA_VOCAB_SIZE,
         pooling: str = "mean",
         init_from: str | None = None,
@@ -241,7 +254,9 @@ class DNAClassification(_HyenaTask):
         self.num_classes = num_classes
         self.hyena_config = HyenaConfig.from_size(size, d_model=d_model, n_layer=n_layer, d_inner=d_inner,
                                                   l_max=l_max, embed_dropout=embed_dropout,
-                                                  resid_dropout=resid_dropout, vocab_size=vocab_size)
+                                                  resid_dropout=resid_dropout, vocab_size=vocab_size,
+                                                  embedding_scale=embedding_scale,
+                                                  embedding_scale_init=embedding_scale_init)
         self.net = HyenaClassifier(self.hyena_config, num_classes, self.norm_spec, pooling)
         self._describe(size, self.net.backbone)
         self.init_report = (load_backbone(self.net.backbone, init_from, self.hyena_config, self.norm_spec, init_strict)
