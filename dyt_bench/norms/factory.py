@@ -129,7 +129,7 @@ class NormFactory:
         if spec.affine is not None:
             affine = bias = spec.affine
         check_choice("layout", layout, LAYOUTS)
-        if not isinstance(num_features, int) or num_features <= 0:
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features <= 0:
             raise ValueError(f"num_features must be a positive int; got {num_features!r}")
         eps = spec.eps if spec.eps is not None else (eps if eps is not None else DEFAULT_EPS)
         return cls.entry(spec.kind).build(spec, num_features, layout, affine=affine, bias=bias, eps=eps,

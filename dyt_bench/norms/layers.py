@@ -21,6 +21,14 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+def _reset_affine(layer: nn.Module) -> None:
+    with torch.no_grad():
+        if layer.weight is not None:
+            layer.weight.fill_(1.0)
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.zero_()
+
+
 class SquashNorm(nn.Module):
     """Point-wise norm replacement ``weight * f(alpha * x [+ shift]) + bias`` (DyT when f = tanh and alpha is
     learnable; Derf when f = erf with a shift).
@@ -52,6 +60,8 @@ class SquashNorm(nn.Module):
         self.channel_dim = _channel_dim(layout)
         self.impl = impl
         self.learnable_alpha = learnable_alpha
+        self.alpha_init = float(alpha_init)
+        self.shift_init = None if shift_init is None else float(shift_init)
         factory = {"device": device, "dtype": dtype}
         alpha = torch.full((1,), float(alpha_init), **factory)
         if learnable_alpha:
@@ -66,6 +76,14 @@ class SquashNorm(nn.Module):
             self.register_buffer("shift", torch.full((1,), float(shift_init), **factory))
         self.weight = nn.Parameter(torch.ones(num_features, **factory)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_features, **factory)) if affine and bias else None
+
+    def reset_parameters(self) -> None:
+        """α = α0 (and the shift its initial value), γ = 1, β = 0: also after ``model.to_empty(device=...)``."""
+        with torch.no_grad():
+            self.alpha.fill_(self.alpha_init)
+            if self.shift is not None:
+                self.shift.fill_(self.shift_init)
+        _reset_affine(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shift is None:
@@ -95,6 +113,10 @@ class ChannelsFirstLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_features, **factory)) if affine else None
         self.bias = nn.Parameter(torch.zeros(num_features, **factory)) if affine and bias else None
 
+    def reset_parameters(self) -> None:
+        """γ = 1, β = 0 (also after ``model.to_empty(device=...)``)."""
+        _reset_affine(self)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)
         xf = x.to(_compute_dtype(x))
@@ -118,6 +140,10 @@ class ChannelsFirstRMSNorm(nn.Module):
         self.num_features = num_features
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(num_features, device=device, dtype=dtype)) if affine else None
+
+    def reset_parameters(self) -> None:
+        """γ = 1 (also after ``model.to_empty(device=...)``)."""
+        _reset_affine(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.to(_compute_dtype(x))

@@ -32,7 +32,8 @@ class SourceNorm:
 
     ``weight_offset``: the layer multiplies by ``weight + weight_offset`` (Gemma's and Nemotron's ``1 + w``: 1.0).
     ``activation``: class name of a fused layer's activation, which surgery keeps. ``how``: ``declared`` (the class
-    or its attributes say it) or ``probed`` (checked by running the layer).
+    or its attributes say it) or ``probed`` (checked by running the layer). ``num_features`` 0: a layer without
+    weight that works on any width and does not declare one.
     """
 
     num_features: int
@@ -99,6 +100,12 @@ KEPT: tuple[tuple[str, str], ...] = (
                                    "spatial L2 norm over the channel mean, plus a residual), not a per-token norm"),
 )
 
+# Classes whose name says "Norm" but that are no norm layer: never replaced, never refused.
+NOT_NORMS: tuple[str, ...] = (
+    r"NormFree",  # NFNet's normalization-free blocks (timm.models.nfnet.NormFreeBlock)
+    r"NormedEmbedding",  # an embedding whose output goes through a child norm, which surgery replaces (transformers)
+)
+
 # Layers refused with a reason: (class-name pattern, reason).
 REFUSED: tuple[tuple[str, str], ...] = (
     (r"Gated", "a gated norm (multiplies by silu(gate) of a second input, per group of channels): a point-wise "
@@ -121,10 +128,18 @@ def _library(cls: type) -> str:
 def _table_family(m: nn.Module) -> str | None:
     cls = type(m)
     lib = _library(cls)
+    if _is_quantized(cls):
+        return None
     if lib == "torch":
         return KNOWN.get(cls.__name__)
-    if lib:
-        return KNOWN.get(f"{lib}.{cls.__name__}")
+    if not lib:
+        return None
+    for base in cls.__mro__:  # a subclass that keeps a known class's forward (timm's GroupNorm1NoBias) is that class
+        if base is not cls and cls.forward is not getattr(base, "forward", None) or _library(base) != lib:
+            continue
+        family = KNOWN.get(f"{lib}.{base.__name__}")
+        if family is not None:
+            return family
     return None
 
 
@@ -133,7 +148,9 @@ def declared_layout(m: nn.Module) -> str | None:
     fmt = getattr(m, "data_format", None)
     if fmt in ("channels_first", "channels_last"):
         return fmt
-    if re.search(r"2d(Fp32)?$", type(m).__name__):
+    cls = type(m)
+    runs = next((c for c in cls.__mro__ if "forward" in vars(c)), cls)  # the class whose forward runs
+    if any(re.search(r"2d(Fp32)?$", c.__name__) for c in (cls, runs)):
         return "channels_first"
     return None
 
@@ -186,10 +203,10 @@ def _from_table(m: nn.Module, family: str) -> SourceNorm:
     affine = isinstance(weight, torch.Tensor)
     has_bias = isinstance(getattr(m, "bias", None), torch.Tensor)
     if family == "batchnorm":
-        return SourceNorm(m.num_features, "channels_first", m.affine, m.affine, m.eps, family,
+        return SourceNorm(m.num_features, "channels_first", affine, has_bias, m.eps, family,
                           activation=_activation(m))
     if family == "groupnorm":
-        return SourceNorm(m.num_channels, "channels_first", m.affine, m.affine, m.eps, family,
+        return SourceNorm(m.num_channels, "channels_first", affine, has_bias, m.eps, family,
                           activation=_activation(m))
     n = _features(m)
     layout = declared_layout(m) or "channels_last"
@@ -206,15 +223,30 @@ def _match(patterns, m: nn.Module) -> str | None:
     return None
 
 
+def is_not_norm(m: nn.Module) -> bool:
+    """Whether ``m``'s class name says Norm although it is no norm layer (:data:`NOT_NORMS`)."""
+    return any(re.search(p, type(m).__name__) for p in NOT_NORMS)
+
+
 def kept_reason(m: nn.Module) -> str | None:
     """Why surgery leaves ``m`` in place (and reports it), or None."""
     return _match(KEPT, m) if next(m.children(), None) is None else None
+
+
+QUANTIZED_REASON = ("a quantized layer (it takes and returns quantized tensors): a float replacement would change "
+                    "what the model computes; dequantize the model first or keep it with skip")
+
+
+def _is_quantized(cls: type) -> bool:
+    return cls.__module__.startswith("torch.") and "quantized" in cls.__module__.split(".")
 
 
 def refused_reason(m: nn.Module) -> str | None:
     """Why surgery refuses ``m`` with an error, or None when that is not decided by its class alone."""
     if "norm" not in type(m).__name__.lower():
         return None
+    if _is_quantized(type(m)):
+        return QUANTIZED_REASON
     return _match(REFUSED, m)
 
 
@@ -245,8 +277,10 @@ def _probe_input(n: int, layout: str, scale: float, gen: torch.Generator) -> tup
         shape, dim = (2, n, 3, 2 if n != 2 else 3), 1  # W != C, so a layer reading the wrong axis cannot match
     offset_shape = [1] * len(shape)
     offset_shape[dim] = n
+    # + 1: a mean far from 0 at any width, so x / sqrt(var) and x / sqrt(mean(x^2)) differ (1536 channels of
+    # per-channel offsets alone average to ~0, and the two matched alike)
     x = torch.randn(shape, generator=gen, dtype=torch.float64) + 0.7 * torch.randn(
-        offset_shape, generator=gen, dtype=torch.float64)
+        offset_shape, generator=gen, dtype=torch.float64) + 1.0
     return x * scale, dim
 
 
@@ -279,21 +313,30 @@ def _probe(m: nn.Module) -> SourceNorm | str:
     params = dict(m.named_parameters(recurse=False))
     if set(params) - {"weight", "bias"} or any(p.dim() != 1 for p in params.values()):
         return "its parameters are not a per-channel weight / bias"
-    if any(t.is_floating_point() for t in m.buffers(recurse=False)):
+    float_buffers = {k for k, t in m.named_buffers(recurse=False) if t.is_floating_point()}
+    # a weight / bias buffer beside no parameters may be a placeholder the forward ignores (FalconMamba's
+    # WeightlessRMSNorm): it is randomised below, so the layer matches a weightless formula only if it is unused
+    unused_affine = bool(float_buffers) and not params and float_buffers <= {"weight", "bias"}
+    if float_buffers and not unused_affine:
         return "it holds floating-point buffers (running statistics?) that no LN / RMS formula uses"
     sig = [p for p in inspect.signature(m.forward).parameters.values()
            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if len(sig) != 1:
         return f"its forward takes more than one input ({', '.join(p.name for p in sig)})"
     n = _features(m)
-    if n is None:
-        return "its channel count is not declared (no 1-D weight, normalized_shape or hidden_size)"
     declared = declared_layout(m)
+    width_free = n is None and not params and not float_buffers
+    if n is None and not width_free:
+        return "its channel count is not declared (no 1-D weight, normalized_shape or hidden_size)"
+    if width_free:  # no weight, no declared width (Gemma 4's v_norm, DeepSeek V4's unweighted RMSNorm)
+        n, declared = 8, declared or "channels_last"
     layouts = (declared,) if declared else ("channels_last", "channels_first")
     layer = copy.deepcopy(m).to("cpu", torch.float64).eval()  # probe on CPU whatever the model's device
     gen = torch.Generator().manual_seed(0)
     w = b = None
     with torch.no_grad():
+        for name in float_buffers:
+            getattr(layer, name).uniform_(0.5, 1.5, generator=gen)
         if "weight" in params:
             w = layer.weight.uniform_(0.5, 1.5, generator=gen).detach().clone()
         if "bias" in params:
@@ -324,7 +367,10 @@ def _probe(m: nn.Module) -> SourceNorm | str:
         eps = _estimate_eps(layer, n, layout, family, None if w is None else w + offset, b, gen)
     affine = w is not None
     bias = affine if family == "rmsnorm" else b is not None
-    return SourceNorm(n, layout, affine, bias, eps, family, offset, how="probed, layout declared" if declared else "probed")
+    how = "probed, layout declared" if declared else "probed"
+    width_free = width_free or unused_affine  # an unused placeholder's shape says nothing of the input's width
+    return SourceNorm(0 if width_free else n, layout, affine, bias, eps, family, offset,
+                      how=how + (", any width" if width_free else ""))
 
 
 def probe_failure(m: nn.Module) -> str | None:
@@ -349,7 +395,7 @@ def _probe_cached(m: nn.Module) -> SourceNorm | str:
 def _is_norm_candidate(m: nn.Module) -> bool:
     """A leaf whose class name says it normalises, outside torch's weight / spectral-norm parametrizations."""
     cls = type(m)
-    if "norm" not in cls.__name__.lower() or next(m.children(), None) is not None:
+    if "norm" not in cls.__name__.lower() or next(m.children(), None) is not None or is_not_norm(m):
         return False
     return not cls.__module__.startswith("torch.nn.utils")
 
@@ -386,4 +432,4 @@ def describe_norm(m: nn.Module) -> SourceNorm | None:
 
 
 __all__ = ["FAMILIES", "KEPT", "KNOWN", "REFUSED", "SourceNorm", "UnsupportedNormError", "declared_layout",
-           "describe_norm", "kept_reason", "probe_failure", "refused_reason"]
+           "describe_norm", "is_not_norm", "kept_reason", "probe_failure", "refused_reason"]

@@ -10,8 +10,16 @@ import torch
 from torch import nn
 
 from .factory import build_norm
-from .layers import NormAct
-from .recognise import SourceNorm, UnsupportedNormError, describe_norm, kept_reason, probe_failure, refused_reason
+from .layers import BatchNorm, ChannelsFirstLayerNorm, ChannelsFirstRMSNorm, NormAct, SquashNorm
+from .recognise import (
+    SourceNorm,
+    UnsupportedNormError,
+    describe_norm,
+    is_not_norm,
+    kept_reason,
+    probe_failure,
+    refused_reason,
+)
 from .spec import NormSpec
 
 __all__ = ["NormReplacementReport", "SourceNorm", "UnsupportedNormError", "count_norms", "describe_norm",
@@ -31,6 +39,7 @@ class NormReplacementReport:
     activations: dict[str, dict[str, int]] = field(default_factory=dict)  # fused class -> activation class -> n
     kept: dict[str, str] = field(default_factory=dict)  # path -> why it was left in place
     inherited: int = 0  # layers whose γ/β (and running statistics) were carried over
+    already: list[str] = field(default_factory=list)  # layers already the spec's layer, kept with their values
     functions: dict[str, str] = field(default_factory=dict)  # replaced class -> what it computed
 
     @property
@@ -40,7 +49,8 @@ class NormReplacementReport:
     def to_dict(self) -> dict:
         return {"target": self.target, "total": self.total, "counts": dict(self.counts), "layouts": dict(self.layouts),
                 "skipped": list(self.skipped), "activations": {k: dict(v) for k, v in self.activations.items()},
-                "kept": dict(self.kept), "inherited": self.inherited, "functions": dict(self.functions)}
+                "kept": dict(self.kept), "inherited": self.inherited, "functions": dict(self.functions),
+                "already": list(self.already)}
 
     def _class_summary(self, name: str, n: int) -> str:
         acts = self.activations.get(name)
@@ -56,8 +66,10 @@ class NormReplacementReport:
             by_class = Counter(why.split(":", 1)[0] for why in self.kept.values())
             kept = "; kept in place: " + ", ".join(f"{c} ×{k}" for c, k in sorted(by_class.items()))
         skipped = f"; left untouched: {len(self.skipped)}" if self.skipped else ""
+        skipped += f"; already {self.target}: {len(self.already)}" if self.already else ""
         if not self.counts:
-            return f"replace_norms: no normalization layers found (target {self.target}){kept}{skipped}"
+            found = "nothing left to replace" if self.already else "no normalization layers found"
+            return f"replace_norms: {found} (target {self.target}){kept}{skipped}"
         parts = ", ".join(self._class_summary(name, n) for name, n in sorted(self.counts.items()))
         lay = ", ".join(f"{k} ×{v}" for k, v in sorted(self.layouts.items()))
         inherited = f"; γ/β inherited by {self.inherited}" if self.inherited else ""
@@ -73,6 +85,10 @@ def _device_dtype(m: nn.Module) -> tuple[torch.device | None, torch.dtype | None
     return None, None
 
 
+NOT_LEAF_REASON = ("it holds tensors of its own and sub-modules: surgery replaces only a norm it can describe as "
+                   "one layer, and cannot tell what this one's own tensors do")
+
+
 def _refusal(module: nn.Module, path: str, reason: str | None) -> UnsupportedNormError:
     cls = type(module)
     why = f" ({reason})" if reason else ""
@@ -84,12 +100,54 @@ def _refusal(module: nn.Module, path: str, reason: str | None) -> UnsupportedNor
     )
 
 
+# the attributes that say what one of this package's layers computes (its tensors aside)
+_CONFIG_ATTRS = ("num_features", "fn", "layout", "learnable_alpha", "alpha_init", "shift_init", "impl", "eps",
+                 "affine", "momentum", "track_running_stats")
+
+
+def _is_spec_layer(module: nn.Module, info: SourceNorm, spec: NormSpec) -> bool:
+    """Whether ``module`` is already the layer ``spec`` builds in its place (a second replace_norms keeps it, with
+    its trained values): one of this package's layers, of the same class, configuration and parameter shapes."""
+    if not isinstance(module, (SquashNorm, ChannelsFirstLayerNorm, ChannelsFirstRMSNorm, BatchNorm)):
+        return False
+    if spec.is_squash and spec.alpha_init == "calibrate":
+        return False  # its α0 is a placeholder until calibrated: never the same as a layer's
+    if info.num_features == 0 and _width_free_reason(spec):
+        return False
+    fresh = _build_for(info, spec, device="meta")
+    if type(fresh) is not type(module):
+        return False
+    if any(getattr(fresh, a, None) != getattr(module, a, None) for a in _CONFIG_ATTRS):
+        return False
+    shapes = {k: (tuple(v.shape), isinstance(v, nn.Parameter)) for k, v in fresh.named_parameters()}
+    shapes.update({k: (tuple(v.shape), False) for k, v in fresh.named_buffers()})
+    mine = {k: (tuple(v.shape), isinstance(v, nn.Parameter)) for k, v in module.named_parameters()}
+    mine.update({k: (tuple(v.shape), False) for k, v in module.named_buffers()})
+    return shapes == mine
+
+
+def _check_skip(model: nn.Module, skip) -> tuple[str, ...]:
+    """``skip`` as a tuple, each entry checked to match a module path (or path prefix) or class name of ``model``."""
+    if isinstance(skip, str):
+        raise TypeError(f"skip must be a list of module paths or class names; got the string {skip!r}")
+    skip = tuple(skip)
+    paths = [p for p, _ in model.named_modules() if p]
+    classes = {type(m).__name__ for m in model.modules()}
+    unmatched = [s for s in skip if s not in classes and not any(p == s or p.startswith(s + ".") for p in paths)]
+    if unmatched:
+        raise ValueError(f"skip entries {unmatched} match no module path or class name of the model; allowed: module "
+                         f"paths (e.g. {paths[:3]}) or class names (e.g. {sorted(classes)[:5]})")
+    return skip
+
+
 def _looks_like_norm(m: nn.Module) -> bool:
     """A module whose class name says it normalises and that holds its own tensors (or is a leaf)."""
-    if "norm" not in type(m).__name__.lower() or type(m).__module__.startswith("torch.nn.utils"):
+    if "norm" not in type(m).__name__.lower() or type(m).__module__.startswith("torch.nn.utils") or is_not_norm(m):
         return False
-    own = next(iter(m.parameters(recurse=False)), None) is not None or next(iter(m.buffers(recurse=False)), None)
-    return own is not None or next(m.children(), None) is None
+    # tensors of its own: parameters or float buffers (an int buffer such as position_ids says nothing)
+    own = next(iter(m.parameters(recurse=False)), None) is not None or any(
+        b.is_floating_point() for b in m.buffers(recurse=False))
+    return own or next(m.children(), None) is None
 
 
 def _copy_(dst: torch.Tensor | None, src: torch.Tensor | None, offset: float = 0.0) -> bool:
@@ -114,10 +172,24 @@ def _inherit(new: nn.Module, old: nn.Module, info: SourceNorm) -> bool:
     return carried
 
 
+def _width_free_reason(spec: NormSpec) -> str | None:
+    """Why ``spec`` cannot replace a weightless layer of undeclared width (SourceNorm.num_features 0), or None."""
+    if spec.is_squash and spec.affine is not True and spec.alpha_init != "auto":
+        return None
+    return (f"it has no weight and does not declare its width; a {spec.label()} layer needs the channel count "
+            "(only a point-wise kind without γ/β and with a numeric or calibrated alpha_init can replace it)")
+
+
+def _build_for(info: SourceNorm, spec: NormSpec, device=None, dtype=None) -> nn.Module:
+    if info.num_features == 0:  # weightless, any width: a point-wise layer without γ/β needs no width
+        return build_norm(spec, 1, info.layout, affine=False, bias=False, eps=info.eps, device=device, dtype=dtype)
+    return build_norm(spec, info.num_features, info.layout, affine=info.affine, bias=info.bias, eps=info.eps,
+                      device=device, dtype=dtype)
+
+
 def _replacement(module: nn.Module, info: SourceNorm, spec: NormSpec, inherit_affine: bool) -> tuple[nn.Module, bool]:
     device, dtype = _device_dtype(module)
-    new = build_norm(spec, info.num_features, info.layout, affine=info.affine, bias=info.bias, eps=info.eps,
-                     device=device, dtype=dtype)
+    new = _build_for(info, spec, device, dtype)
     new.train(module.training)
     carried = _inherit(new, module, info) if inherit_affine else False
     if info.activation is not None:  # a fused norm + activation: keep its drop and act modules, in place
@@ -139,14 +211,18 @@ def replace_norms(model: nn.Module, spec: NormSpec | dict | str, *, skip: tuple[
 
     ``inherit_affine``: carry γ/β over (γ = 1 + w for the 1 + w layers) and, BatchNorm to BatchNorm, the running
     statistics; default: the new layer's fresh γ = 1, β = 0, as in the paper.
-    ``skip``: module paths (prefixes match sub-trees) or class names to leave untouched.
+    ``skip``: module paths (prefixes match sub-trees) or class names to leave untouched; an entry that matches
+    nothing in the model raises ValueError (a typo would otherwise leave a layer replaced).
+    Run twice, it is idempotent: a layer that is already what ``spec`` builds (this package's layer, same class and
+    configuration) is kept with its trained α/γ/β and listed in ``report.already``; to another spec it is replaced
+    like any norm (γ/β carried over only with ``inherit_affine``; α starts at the new spec's α0).
     Response normalisation (GRN) is kept and reported in ``report.kept``; any other ``*Norm*`` layer surgery cannot
     describe raises :class:`UnsupportedNormError` naming the class, the path and the reason, before anything changes.
     """
     spec = NormSpec.coerce(spec)
     if describe_norm(model) is not None:
         raise ValueError("replace_norms works in place on a model that contains norms; the model itself is a norm layer")
-    skip = tuple(skip)
+    skip = _check_skip(model, skip)
     report = NormReplacementReport(target=spec.label())
     todo: list[tuple[str, nn.Module, SourceNorm]] = []
     closed: list[str] = []  # sub-trees not to descend into
@@ -165,11 +241,17 @@ def replace_norms(model: nn.Module, spec: NormSpec | dict | str, *, skip: tuple[
             report.kept[path] = f"{type(module).__name__}: {reason}"
             continue
         info = describe_norm(module)
-        if info is not None:
+        if info is not None and _is_spec_layer(module, info, spec):
+            report.already.append(path)
+            closed.append(path)
+        elif info is not None:
+            if info.num_features == 0 and _width_free_reason(spec):
+                raise _refusal(module, path, _width_free_reason(spec))
             todo.append((path, module, info))
             closed.append(path)  # never descend into a layer that is replaced as a whole
         elif _looks_like_norm(module):
-            raise _refusal(module, path, probe_failure(module) if next(module.children(), None) is None else None)
+            leaf = next(module.children(), None) is None
+            raise _refusal(module, path, probe_failure(module) if leaf else NOT_LEAF_REASON)
     for path, module, info in todo:
         new, carried = _replacement(module, info, spec, inherit_affine)
         parent_path, _, name = path.rpartition(".")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from dyt_bench.norms import NORM_KINDS, SQUASH_KINDS, NormSpec, SquashNorm, build_norm
-from dyt_bench.norms.spec import SHIFT_KINDS, SQUASH_FN
+from dyt_bench.norms.spec import DEFAULT_ALPHA_INIT_LEARNABLE, SHIFT_KINDS, SQUASH_FN
 from dyt_bench.ops.functions import FUNCTIONS
 
 
@@ -99,7 +99,8 @@ def test_squash_init_and_parameters(kind, learnable):
 
 
 def test_alpha_defaults():
-    assert NormSpec("dyt").resolved_learnable_alpha and NormSpec("dyt").resolved_alpha_init == 0.5
+    assert NormSpec("dyt").resolved_learnable_alpha
+    assert NormSpec("dyt").resolved_alpha_init == DEFAULT_ALPHA_INIT_LEARNABLE  # the supplied text's 1 (§4.2)
     assert NormSpec("derf").resolved_learnable_alpha and NormSpec("derf").resolved_alpha_init == 0.5
     for kind in ("tanh", "hardtanh", "sigmoid", "identity"):
         spec = NormSpec(kind)
@@ -138,7 +139,7 @@ def test_no_affine_squash():
     layer = build_norm("dyt", 6, affine=False)
     assert layer.weight is None and layer.bias is None
     x = torch.randn(2, 6)
-    torch.testing.assert_close(layer(x), torch.tanh(0.5 * x))
+    torch.testing.assert_close(layer(x), torch.tanh(DEFAULT_ALPHA_INIT_LEARNABLE * x))
 
 
 @pytest.mark.parametrize("bad", ["dytt", "LayerNorm", ""])

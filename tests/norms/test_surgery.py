@@ -244,7 +244,7 @@ def test_affine_override_gives_or_removes_gamma_beta():
     replace_norms(added, NormSpec("dyt", affine=True))
     assert all(m.weight is not None and m.bias is not None for m in added)
     x = torch.randn(3, 8)
-    torch.testing.assert_close(added[0](x), torch.tanh(0.5 * x))  # γ = 1, β = 0 at init
+    torch.testing.assert_close(added[0](x), torch.tanh(added[0].alpha * x))  # γ = 1, β = 0 at init
     removed = model()
     replace_norms(removed, NormSpec("layernorm", affine=False))
     assert all(m.weight is None for m in removed)
