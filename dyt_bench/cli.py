@@ -8,6 +8,7 @@ imported only when it runs: ``dyt-bench --help`` and ``dyt-bench leaderboard --h
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -72,11 +73,36 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         print(f"{PROG}: unknown command {name!r}; allowed: {', '.join(COMMANDS)}\n\n{usage()}", file=sys.stderr)
         return 2
+    if command.trainer:  # the subcommand is part of LightningCLI's own command line
+        return _run_trainer_command(command, [name, *rest])
     module = importlib.import_module(command.module)
-    if command.trainer:
-        module.run_lightning_cli([name, *rest])
-        return 0
     return int(module.main(rest) or 0)
+
+
+EXIT_BY_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def _startup_signal(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _run_trainer_command(command: Command, args: list[str]) -> int:
+    """fit / validate / test: a SIGTERM or SIGINT while torch and Lightning load still ends the run as interrupted
+    (exit 143 / 130, and a result.json where the run directory is known); the module handles signals after that."""
+    previous = {s: signal.signal(s, _startup_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        module = importlib.import_module(command.module)
+    except KeyboardInterrupt as e:
+        name = str(e) if str(e) in EXIT_BY_SIGNAL else "SIGINT"
+        from dyt_bench.results import write_startup_result
+
+        write_startup_result(args, name)
+        print(f"{PROG} {args[0]}: interrupted by {name} while starting", file=sys.stderr)
+        return EXIT_BY_SIGNAL[name]
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    return int(module.main(args) or 0)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,34 @@ def _print_table(probes) -> None:
     Console().print(table)
 
 
+def load_checkpoint_into(model, path: str) -> None:
+    """Load a Lightning checkpoint's weights into ``model`` (tensors only: ``weights_only``); a checkpoint that is not
+    one, or one of another model or norm kind, is one error naming what differs."""
+    from dyt_bench.results import load_torch_file
+
+    ckpt = load_torch_file(path, "--ckpt_path")
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"--ckpt_path: {path} is not a Lightning checkpoint (it has no state_dict)")
+    hp = ckpt.get("hyper_parameters") or {}
+    saved = (hp.get("norm") or {}).get("kind") if isinstance(hp.get("norm"), dict) else None
+    spec = getattr(model, "norm_spec", None)
+    if saved and spec is not None and saved != spec.kind:
+        raise ValueError(f"--ckpt_path: {path} was trained with model.norm.kind={saved!r} but the config builds "
+                         f"{spec.kind!r}; give the run's own config.yaml or --model.norm.kind={saved}")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or extra or shapes:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(extra)} unexpected (e.g. {extra[0]})" if extra else "",
+                 f"{len(shapes)} of another shape (e.g. {shapes[0]})" if shapes else ""]
+        raise ValueError(f"--ckpt_path: {path} does not fit the config's model: "
+                         + ", ".join(p for p in parts if p) + " tensors; give the run's own config.yaml")
+    model.load_state_dict(state)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``dyt-bench probe``: build the model of a run config (optionally from a checkpoint) and probe its norms."""
     import sys
@@ -78,17 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-points must be >= 1")
     if args.ckpt_path and not os.path.isfile(args.ckpt_path):
         parser.error(f"--ckpt_path {args.ckpt_path} does not exist")
-    import torch
-
     from dyt_bench.lightning_cli import build_from_config
 
     from .layer_probe import probe_model
     from .report import write_probe
 
-    model, datamodule = build_from_config(args.config, overrides)
-    if args.ckpt_path:
-        state = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["state_dict"])
+    try:
+        model, datamodule = build_from_config(args.config, overrides)
+        if args.ckpt_path:
+            load_checkpoint_into(model, args.ckpt_path)
+    except ValueError as e:
+        print(f"dyt-bench probe: error: {e}", file=sys.stderr)
+        return 2
     model.train(args.mode == "train")
     datamodule.setup("fit")
     loader = datamodule.train_dataloader() if args.split == "train" else datamodule.val_dataloader()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +17,7 @@ from dyt_bench.norms.spec import check_choice
 
 IMAGE_SOURCES = ("digits", "synthetic", "imagefolder", "cifar10", "cifar100")
 FILE_SOURCES = ("imagefolder", "cifar10", "cifar100")
+ON_CORRUPT = ("skip", "error")  # what reading an image file that does not decode does
 CIFAR_STATS = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
                "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))}
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -75,6 +77,56 @@ class TensorImageDataset(Dataset):
         return img, self.labels[i]
 
 
+class CorruptImageError(ValueError):
+    """An image file of an ``imagefolder`` data set does not decode (truncated, or not an image at all)."""
+
+
+class CheckedImages(Dataset):
+    """An ``ImageFolder`` whose unreadable files are named: ``on_corrupt: error`` stops with the file's path, ``skip``
+    leaves the file out (one warning per file, listed in ``skipped``) and serves the next readable image instead."""
+
+    def __init__(self, folder, on_corrupt: str = "skip") -> None:
+        self.folder, self.on_corrupt = folder, on_corrupt
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getattr__(self, name: str):  # classes, samples, targets, ... of the folder
+        if name == "folder":
+            raise AttributeError(name)
+        return getattr(self.folder, name)
+
+    def __getitem__(self, index: int):
+        n = len(self.folder)
+        for offset in range(n):
+            i = (index + offset) % n
+            try:
+                return self.folder[i]
+            except (OSError, SyntaxError, ValueError) as e:  # PIL: truncated, unidentified, broken header
+                path = self.folder.samples[i][0]
+                if self.on_corrupt == "error":
+                    raise CorruptImageError(f"data: cannot read image {path}: {e} (data.on_corrupt: skip leaves such "
+                                            "files out)") from None
+                if path not in self.skipped:
+                    self.skipped.append(path)
+                    warnings.warn(f"data: skipped corrupt image {path} ({e}); {len(self.skipped)} skipped so far "
+                                  "(data.on_corrupt: error stops instead)", stacklevel=2)
+        raise CorruptImageError(f"data: no image under {self.folder.root} can be read ({len(self.skipped)} corrupt)")
+
+
+def check_class_folders(split_dir: str, split: str) -> None:
+    """Every class folder of an ``imagefolder`` split holds at least one file (else one error naming it)."""
+    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+    if not classes:
+        raise FileNotFoundError(f"data.root: {split}/ split {split_dir} has no class folders (expected "
+                                f"{split_dir}/<class>/<image>)")
+    for name in classes:
+        folder = os.path.join(split_dir, name)
+        if not any(e.is_file() for e in os.scandir(folder)):
+            raise FileNotFoundError(f"data.root: class folder {name!r} of the {split}/ split is empty: {folder}")
+
+
 def digits_split_indices(labels, val_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices of a train/val split stratified by class, fixed by ``split_seed``."""
     from sklearn.model_selection import train_test_split
@@ -112,6 +164,8 @@ class ImageDataModule(SplitDataModule):
             ``root/val/<class>/*``; ``cifar10``/``cifar100`` torchvision's ``cifar-10-batches-py`` /
             ``cifar-100-python`` inside ``root`` (``download: true`` fetches them).
         augment: training augmentation of the file sources (default: the paper's recipe, see ``AugmentConfig``).
+        on_corrupt: an ``imagefolder`` image that does not decode is left out with a warning (``skip``) or stops
+            the run with an error naming the file (``error``).
         num_workers, pin_memory, persistent_workers: DataLoader settings.
     """
 
@@ -133,11 +187,17 @@ class ImageDataModule(SplitDataModule):
         download: bool = False,
         augment: AugmentConfig | None = None,
         persistent_workers: bool = True,
+        on_corrupt: Literal["skip", "error"] = "skip",
     ) -> None:
         super().__init__()
         check_choice("data.source", source, IMAGE_SOURCES)
-        if img_size < 1:
-            raise ValueError(f"data.img_size must be >= 1; got {img_size}")
+        check_choice("data.on_corrupt", on_corrupt, ON_CORRUPT)
+        for name, value, low in (("img_size", img_size, 1), ("in_chans", in_chans, 1), ("num_classes", num_classes, 2),
+                                 ("num_workers", num_workers, 0), ("synthetic_samples", synthetic_samples, 1)):
+            if value < low:
+                raise ValueError(f"data.{name} must be >= {low}; got {value}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"data.eval_batch_size must be >= 1 (or null: batch_size); got {eval_batch_size}")
         if source == "digits":
             if num_classes != 10:
                 raise ValueError(f"data.num_classes must be 10 for source 'digits'; got {num_classes}")
@@ -216,9 +276,13 @@ class ImageDataModule(SplitDataModule):
                     f"data.root={root!r} has no {'/ or '.join(missing)}/ folder; source 'imagefolder' expects "
                     f"root/train/<class>/<image> and root/val/<class>/<image> (the ImageNet layout)"
                 )
+            for split in ("train", "val"):
+                check_class_folders(os.path.join(root, split), split)
             train_tf, eval_tf = self.transforms(*IMAGENET_STATS)
-            self.train_set = datasets.ImageFolder(os.path.join(root, "train"), transform=train_tf)
-            self.val_set = datasets.ImageFolder(os.path.join(root, "val"), transform=eval_tf)
+            on_corrupt = self.hparams.on_corrupt
+            self.train_set = CheckedImages(datasets.ImageFolder(os.path.join(root, "train"), transform=train_tf),
+                                           on_corrupt)
+            self.val_set = CheckedImages(datasets.ImageFolder(os.path.join(root, "val"), transform=eval_tf), on_corrupt)
             found = len(self.train_set.classes)
             if found != self.num_classes:
                 raise ValueError(f"data.num_classes={self.num_classes} but {root}/train has {found} class folders")

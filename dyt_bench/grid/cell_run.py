@@ -35,7 +35,9 @@ from dyt_bench.results import (
     RunResult,
     atomic_write_text,
     make_result,
+    pending_writes,
     read_result,
+    recover_pending_write,
     utc_now,
     write_result,
 )
@@ -43,6 +45,10 @@ from dyt_bench.results import (
 if TYPE_CHECKING:
     from dyt_bench.grid.progress import ProgressView
 
+# Exit codes of a `dyt-bench fit` that a signal stopped (its own 143 / 130, or the raw signal when it had no time
+# to handle it) -> the signal's name
+STOPPED_BY = {143: "SIGTERM", -signal.SIGTERM: "SIGTERM", 130: "SIGINT", -signal.SIGINT: "SIGINT",
+              -signal.SIGKILL: "SIGKILL"}
 _OOM_MARKERS = ("CUDA out of memory", "OutOfMemoryError", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
 
 
@@ -50,6 +56,26 @@ def cells_to_run(cells: list[Cell], retry_failed: bool) -> list[Cell]:
     """Cells without a finished result; failed cells only with ``retry_failed`` (a failure usually repeats)."""
     skip = set(FINISHED_STATUSES) | (set() if retry_failed else {"failed"})
     return [c for c in cells if c.status() not in skip]
+
+
+def recover_results(cells: list[Cell]) -> int:
+    """Rename into place the complete result.json a killed write left as a temporary file (a cell whose run finished
+    but was killed between writing and renaming its result), under each cell's lock; how many were recovered."""
+    recovered = 0
+    for cell in cells:
+        path = cell.dir / RESULT_FILE
+        if path.exists() or not pending_writes(path):
+            continue
+        fd = try_lock(cell.dir)
+        if fd is None:  # its run is going on: that process finishes its own write
+            continue
+        try:
+            recovered += recover_pending_write(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return recovered
 
 
 def failed_out_of_memory(cell: Cell) -> bool:
@@ -196,23 +222,40 @@ def finalize_cell(spec: GridSpec, cell: Cell, returncode: int | None, wall_time_
     if result is None:
         if interrupted:
             status, error = "interrupted", "grid interrupted (Ctrl-C / SIGTERM) before the run recorded a result"
+        elif returncode in STOPPED_BY:
+            status = "interrupted"
+            error = f"dyt-bench fit was stopped by {STOPPED_BY[returncode]} before it recorded a result"
         else:
             status = "failed"
             error = error or (f"dyt-bench fit exited with code {returncode} without writing {RESULT_FILE}; "
                               f"end of {STDERR_LOG}:\n{_tail(cell.dir / STDERR_LOG)}")
         result = fallback_result(spec.base, spec.overrides, cell, status, error, wall_time_s, started_at)
-        write_result(cell.dir, result)
+        written = _write_or_reason(cell, result)
+        if written is not None:  # the cell's result could not be recorded (a full disk, ...): it failed, and says why
+            return CellOutcome("failed", wall_time_s, {}, f"{written}; the run: {result.status}: {result.error}")
     elif interrupted and result.status not in FINISHED_STATUSES and result.status != "interrupted":
         result.status, result.error = "interrupted", (result.error or "") + "\n(grid interrupted)"
-        write_result(cell.dir, result)
+        _write_or_reason(cell, result)
     return CellOutcome(result.status, result.wall_time_s or wall_time_s, dict(result.metrics_best), result.error)
+
+
+def _write_or_reason(cell: Cell, result: RunResult) -> str | None:
+    """Write the cell's result.json; None when written, else why not (the grid carries on without it)."""
+    try:
+        write_result(cell.dir, result)
+    except OSError as e:
+        return f"could not write {cell.dir / RESULT_FILE}: {e.strerror or e}"
+    return None
 
 
 def finish_cell(spec: GridSpec, state: GridState, view: ProgressView, cell: Cell, returncode: int | None,
                 wall_time_s: float, started_at: str, interrupted: bool = False,
                 error: str | None = None) -> CellOutcome:
     """The end of a cell, whichever launcher ran it: its result settled, grid.json updated, the view told."""
-    outcome = finalize_cell(spec, cell, returncode, wall_time_s, started_at, interrupted, error)
+    try:
+        outcome = finalize_cell(spec, cell, returncode, wall_time_s, started_at, interrupted, error)
+    except OSError as e:  # the cell's directory itself cannot be read or written
+        outcome = CellOutcome("failed", wall_time_s, {}, f"could not settle the result of {cell.id}: {e}")
     state.finish(cell, outcome)
     view.finished(cell, outcome)
     return outcome
@@ -221,33 +264,85 @@ def finish_cell(spec: GridSpec, state: GridState, view: ProgressView, cell: Cell
 # ---------------------------------------------------------------------------------------------------------------
 # A cell as a job (what a SLURM array task, or submitit's local executor, runs)
 # ---------------------------------------------------------------------------------------------------------------
-def run_cell_job(payload: dict[str, Any]) -> str:
-    """Run one cell to the end in this process's child (the function a SLURM array task executes); its status."""
-    spec = spec_from_summary({"spec": payload["spec"]}, Path(payload["output"]))
-    spec.base = Path(payload["spec"]["base"])
-    cell = next(c for c in spec.cells() if c.id == payload["cell_id"])
-    command = cell.command(spec)
-    command[0] = sys.executable
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    rank = int(os.environ.get("SLURM_PROCID", "0"))
-    if rank:  # one of several tasks of a multi-GPU cell: run this rank, leave the bookkeeping to rank 0
-        cell.dir.mkdir(parents=True, exist_ok=True)
-        with open(cell.dir / f"stdout.rank{rank}.log", "a") as out, open(cell.dir / f"stderr.rank{rank}.log", "a") as err:
-            code = subprocess.call(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        return f"rank {rank} exited with code {code}"
-    shelve_previous_result(cell.dir)
-    write_cell_file(spec, cell, command)
-    out, err = open_logs(cell, command)
-    started_at, t0 = utc_now(), time.perf_counter()
-    try:
-        proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
+def _ignore_requeue_signal() -> None:
+    """In the ``dyt-bench fit`` child of a job: SLURM signals every process of the step with submitit's USR2 before a
+    time limit or pre-emption; the job's own handler stops the child with SIGTERM (it saves last.ckpt), so the child
+    itself must not die of USR2's default action."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+class CellJob:
+    """One cell run to the end in this process's child: the callable a SLURM array task (or submitit's local
+    executor) executes. It is checkpointable in submitit's sense (``submitit.helpers.Checkpointable``'s protocol):
+    on pre-emption or a time-out submitit calls :meth:`checkpoint`, which stops the run with SIGTERM (the run saves
+    ``last.ckpt`` and records itself ``interrupted``) and resubmits the same cell, which then resumes from it."""
+
+    grace_s = 80.0  # SLURM's warning comes 90 s before the kill (submitit's default --signal=USR2@90)
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # a resubmission starts clean
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._proc = None
+
+    def __call__(self, payload: dict[str, Any]) -> str:
+        spec = spec_from_summary({"spec": payload["spec"]}, Path(payload["output"]))
+        spec.base = Path(payload["spec"]["base"])
+        cell = next(c for c in spec.cells() if c.id == payload["cell_id"])
+        command = cell.command(spec)
+        command[0] = sys.executable
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        rank = int(os.environ.get("SLURM_PROCID", "0"))
+        if rank:  # one of several tasks of a multi-GPU cell: run this rank, leave the bookkeeping to rank 0
+            cell.dir.mkdir(parents=True, exist_ok=True)
+            with open(cell.dir / f"stdout.rank{rank}.log", "a") as out, \
+                    open(cell.dir / f"stderr.rank{rank}.log", "a") as err:
+                self._proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                              preexec_fn=_ignore_requeue_signal)
+                code = self._proc.wait()
+            return f"rank {rank} exited with code {code}"
+        recover_pending_write(cell.dir / RESULT_FILE)
+        if cell.status() in FINISHED_STATUSES:
+            return str(cell.status())
+        shelve_previous_result(cell.dir)
+        write_cell_file(spec, cell, command)
+        out, err = open_logs(cell, command)
+        started_at, t0 = utc_now(), time.perf_counter()
         try:
-            returncode = proc.wait()
-            interrupted = False
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            returncode, interrupted = proc.wait(), True
-    finally:
-        out.close()
-        err.close()
-    return finalize_cell(spec, cell, returncode, time.perf_counter() - t0, started_at, interrupted).status
+            self._proc = proc = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                                 preexec_fn=_ignore_requeue_signal)
+            try:
+                returncode = proc.wait()
+                interrupted = False
+            except KeyboardInterrupt:
+                proc.send_signal(signal.SIGINT)
+                returncode, interrupted = proc.wait(), True
+        finally:
+            out.close()
+            err.close()
+        return finalize_cell(spec, cell, returncode, time.perf_counter() - t0, started_at, interrupted).status
+
+    def checkpoint(self, payload: dict[str, Any]):
+        """submitit's requeue hook: stop the running cell so that it saves ``last.ckpt``, then resubmit the cell."""
+        import submitit
+
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            # This runs in a signal handler while __call__ waits in proc.wait(), which holds the Popen's wait lock:
+            # reap the child with os.waitpid here, never with proc.wait()
+            proc.send_signal(signal.SIGTERM)  # Lightning stops after this step; RunCheckpoint saves last.ckpt
+            deadline = time.monotonic() + self.grace_s
+            with contextlib.suppress(ChildProcessError):
+                while not os.waitpid(proc.pid, os.WNOHANG)[0]:
+                    if time.monotonic() > deadline:
+                        proc.kill()
+                        os.waitpid(proc.pid, 0)
+                        break
+                    time.sleep(0.2)
+        return submitit.helpers.DelayedSubmission(type(self)(), payload)
+
+
+run_cell_job = CellJob()  # the function the launchers submit (a cell's payload → its status)

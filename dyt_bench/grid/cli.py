@@ -7,22 +7,37 @@ command again. Nothing here imports torch or Lightning: the cells do, in their o
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import shlex
 import subprocess
 import sys
+import tempfile
+import time
 import traceback
+from pathlib import Path
 
 import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from dyt_bench.grid.cell_run import cells_to_run, failed_out_of_memory
+from dyt_bench.grid.cell_run import cells_to_run, failed_out_of_memory, recover_results
 from dyt_bench.grid.launch_local import run_local
 from dyt_bench.grid.launch_slurm import run_submitit
 from dyt_bench.grid.progress import ProgressView, RichProgressView
-from dyt_bench.grid.spec import GRID_SUMMARY_FILE, LAUNCHERS, Cell, GridError, GridSpec, check_dotted, load_grid
+from dyt_bench.grid.spec import (
+    GRID_SUMMARY_FILE,
+    LAUNCHERS,
+    Cell,
+    GridError,
+    GridSpec,
+    canonical,
+    check_dotted,
+    load_grid,
+)
 from dyt_bench.grid.state import GridState
-from dyt_bench.results import DEFAULT_METRIC
+from dyt_bench.results import DEFAULT_METRIC, atomic_write_text, pending_writes
 
 
 def build_parser() -> ArgumentParser:
@@ -57,17 +72,94 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--progress", choices=("auto", "rich", "plain"), default="auto",
                    help="live panel (rich) or one line per event (plain); auto: rich on a terminal")
     p.add_argument("--no-check", action="store_true",
-                   help="skip parsing the first cell's config (`--print_config`) before launching")
+                   help="skip building every distinct cell config (no training) before launching")
     return p
 
 
-def preflight(spec: GridSpec, cell: Cell) -> None:
-    """Parse the first cell's full config (no training) so a typo in a key fails once, before any cell runs."""
-    command = [*cell.command(spec), "--print_config"]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise GridError(f"the config of cell {cell.id} does not parse (base, overrides or axis keys):\n"
-                        f"{proc.stderr.strip()[-3000:]}\ncommand: {shlex.join(command)}")
+PREFLIGHT_CACHE = ".preflight.json"  # in the output dir: hashes of cell configs that already built
+
+
+def distinct_configs(spec: GridSpec, cells: list[Cell]) -> dict[str, Cell]:
+    """One cell per distinct config (seeds aside), keyed by a hash of what it runs: the base config file's bytes,
+    the grid's overrides and the cell's values."""
+    try:
+        base = Path(spec.base).read_bytes()
+    except OSError as e:
+        raise GridError(f"base: cannot read {spec.base}: {e.strerror}") from None
+    out: dict[str, Cell] = {}
+    for cell in cells:
+        key = hashlib.sha256(base + canonical({**spec.overrides, **cell.assignments}).encode()).hexdigest()[:16]
+        out.setdefault(key, cell)
+    return out
+
+
+def _read_cache(path: Path) -> set[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return {str(k) for k in data} if isinstance(data, list) else set()
+
+
+def preflight(spec: GridSpec, cells: list[Cell], timeout_s: float = 600) -> int:
+    """Parse and build (on the meta device, no training) the config of every distinct cell, in one process, so that a
+    typo or a bad value fails once, before any cell runs. Configs that built before (``.preflight.json``) are
+    skipped. Returns how many configs were checked."""
+    configs = distinct_configs(spec, cells)
+    cache_path = spec.output / PREFLIGHT_CACHE
+    done = _read_cache(cache_path)
+    todo = {k: c for k, c in configs.items() if k not in done}
+    if not todo:
+        return 0
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as f:
+        json.dump([{"id": k, "args": c.fit_args(spec)} for k, c in todo.items()], f)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dyt_bench.lightning_cli", f.name], capture_output=True,
+                              text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise GridError(f"checking the {len(todo)} cell configs took over {timeout_s:.0f} s; --no-check skips it") from None
+    finally:
+        os.unlink(f.name)
+    errors: dict[str, str] = {}
+    built: list[str] = []
+    for line in proc.stdout.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("id") in todo:
+            (built.append(row["id"]) if row.get("error") is None else errors.__setitem__(row["id"], row["error"]))
+    if errors:
+        first = next(iter(errors))
+        raise GridError(f"the config of cell {todo[first].id} does not parse or build ({len(errors)} of "
+                        f"{len(configs)} distinct cell configs fail): {errors[first]}")
+    if len(built) != len(todo):
+        raise GridError(f"checking the cell configs failed (exit {proc.returncode}): "
+                        f"{proc.stderr.strip()[-2000:]}")
+    with contextlib.suppress(OSError):
+        atomic_write_text(cache_path, json.dumps(sorted(done | set(built))) + "\n")
+    return len(todo)
+
+
+def check_writable(output: Path) -> None:
+    """The output directory can be created and written, checked before anything slow runs."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise GridError(f"output: cannot write to {output} ({e.strerror or e}); give a writable --output") from None
+
+
+def remove_stale_writes(output: Path, min_age_s: float = 60.0) -> None:
+    """Remove what killed writes of grid.json / the preflight cache left behind (older than a minute: not a write
+    another grid process is doing now)."""
+    now = time.time()
+    for name in (GRID_SUMMARY_FILE, PREFLIGHT_CACHE):
+        for tmp in pending_writes(output / name):
+            with contextlib.suppress(OSError):
+                if now - tmp.stat().st_mtime > min_age_s:
+                    tmp.unlink()
 
 
 def _parse_devices(text: str | int | None) -> list[str] | None:
@@ -95,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if workers < 1:
             raise GridError(f"--workers must be >= 1; got {workers}")
         cells = spec.cells()
+        recover_results(cells)
         todo = cells_to_run(cells, args.retry_failed)
         if args.threads is not None and args.threads < 1:
             raise GridError(f"--threads must be >= 1; got {args.threads}")
@@ -104,11 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[grid {spec.name}] {len(cells)} cells ({' × '.join(str(len(a.values)) for a in spec.axes)} × "
               f"{len(spec.seeds)} seeds); {done} already done, {len(todo)} to run; output {spec.output}",
               flush=True)
-        if todo and not args.no_check:  # before anything is written: a config error costs seconds, not a grid
-            preflight(spec, todo[0])
-        spec.output.mkdir(parents=True, exist_ok=True)
+        check_writable(spec.output)
+        remove_stale_writes(spec.output)
+        if todo and not args.no_check:  # before any cell runs: a config error costs seconds, not a grid
+            checked = preflight(spec, todo)
+            if checked:
+                print(f"[grid {spec.name}] checked {checked} distinct cell config(s): they parse and build", flush=True)
         state = GridState(spec, cells, args.launcher)
-        state.write()
+        if not state.write():
+            raise GridError(state.write_error or "cannot write grid.json")
         if not todo:
             failed = state.counts()["failed"]
             print(f"[grid {spec.name}] nothing to run" + (f" ({failed} failed; --retry-failed runs them again)"

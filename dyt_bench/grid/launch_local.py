@@ -23,8 +23,8 @@ from dyt_bench.grid.cell_run import (
 )
 from dyt_bench.grid.progress import ProgressView
 from dyt_bench.grid.spec import Cell, GridSpec
-from dyt_bench.grid.state import GridState
-from dyt_bench.results import FINISHED_STATUSES, utc_now
+from dyt_bench.grid.state import CellOutcome, GridState
+from dyt_bench.results import FINISHED_STATUSES, RESULT_FILE, recover_pending_write, utc_now
 
 
 @dataclass
@@ -59,21 +59,29 @@ def run_local(spec: GridSpec, state: GridState, todo: list[Cell], workers: int, 
                 view.message(f"cell {cell.id} is being run by another process; waiting for it to end")
             return "busy"
         waiting.discard(cell.id)
-        if cell.status() in FINISHED_STATUSES:
+        try:
+            recover_pending_write(cell.dir / RESULT_FILE)  # a result whose writer was killed before its rename
+            if cell.status() in FINISHED_STATUSES:
+                os.close(fd)
+                state.status[cell.id] = cell.status() or "completed"
+                state.write()
+                return "finished"
+            shelve_previous_result(cell.dir)
+            command = cell.command(spec)
+            write_cell_file(spec, cell, command)
+            logs = open_logs(cell, command)
+        except OSError as e:  # the cell's directory cannot be written (a full disk, ...): the cell fails, saying why
             os.close(fd)
-            state.status[cell.id] = cell.status() or "completed"
-            state.write()
+            outcome = CellOutcome("failed", 0.0, {}, f"could not prepare {cell.dir}: {e.strerror or e}")
+            state.finish(cell, outcome)
+            view.finished(cell, outcome)
             return "finished"
-        shelve_previous_result(cell.dir)
-        command = cell.command(spec)
-        write_cell_file(spec, cell, command)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if threads:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
         device = devices[slot % len(devices)] if devices else None
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = device
-        logs = open_logs(cell, command)
         proc = subprocess.Popen(command, stdout=logs[0], stderr=logs[1], stdin=subprocess.DEVNULL, env=env,
                                 pass_fds=(fd,), start_new_session=True, preexec_fn=prepare_cell_process)
         running[slot] = _Running(cell, proc, fd, logs, time.perf_counter(), utc_now(), slot)
@@ -95,6 +103,10 @@ def run_local(spec: GridSpec, state: GridState, todo: list[Cell], workers: int, 
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while pending or running:
+            if state.write_error and pending:  # the output disk refuses writes: start nothing more
+                view.message(f"stopping: {state.write_error}; {len(pending)} cell(s) left pending (re-run the grid "
+                             "once there is space)")
+                pending.clear()
             busy: list[Cell] = []
             for slot in range(workers):
                 while slot not in running and pending:
@@ -132,4 +144,4 @@ def run_local(spec: GridSpec, state: GridState, todo: list[Cell], workers: int, 
     finally:
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-    return 0
+    return 1 if state.write_error else 0

@@ -12,18 +12,38 @@ from dyt_bench.grid.spec import Cell, GridError, GridSpec
 from dyt_bench.grid.state import GridState
 from dyt_bench.results import utc_now
 
+TIME_FORMATS = "MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
+
 
 def _minutes(t: Any) -> int:
-    """A SLURM time limit (minutes, MM:SS or HH:MM:SS) in whole minutes, rounded up."""
-    if isinstance(t, str) and t.strip().isdigit():
-        return int(t)
-    if isinstance(t, str):
-        parts = [int(p) for p in t.split(":") if p.isdigit()]
-        if len(parts) not in (2, 3) or len(parts) != len(t.split(":")):
-            raise GridError(f"slurm.time: minutes, MM:SS or HH:MM:SS; got {t!r}")
-        h, m, sec = ([0] * (3 - len(parts)) + parts)
-        return h * 60 + m + (1 if sec else 0)
-    return int(t)
+    """A SLURM time limit in whole minutes, rounded up: any of sbatch's forms (``MM``, ``MM:SS``, ``HH:MM:SS``,
+    ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``) or a number of minutes."""
+    if isinstance(t, bool) or not isinstance(t, (int, float, str)):
+        raise GridError(f"slurm.time: {TIME_FORMATS}; got {t!r}")
+    if not isinstance(t, str):
+        if t <= 0:
+            raise GridError(f"slurm.time must be > 0 minutes; got {t!r}")
+        return int(-(-t // 1))
+    text = t.strip()
+    days, dash, rest = text.partition("-")
+    if not dash:
+        days, rest = "0", text
+    parts = rest.split(":")
+    if not days.isdigit() or not all(p.isdigit() for p in parts) or len(parts) > 3:
+        raise GridError(f"slurm.time: {TIME_FORMATS}; got {t!r}")
+    numbers = [int(p) for p in parts]
+    if dash:  # D-HH, D-HH:MM, D-HH:MM:SS
+        h, m, sec = (numbers + [0, 0])[:3]
+    elif len(numbers) == 1:  # MM
+        h, m, sec = 0, numbers[0], 0
+    elif len(numbers) == 2:  # MM:SS
+        h, (m, sec) = 0, numbers
+    else:  # HH:MM:SS
+        h, m, sec = numbers
+    total = int(days) * 24 * 60 + h * 60 + m + (1 if sec else 0)
+    if total <= 0:
+        raise GridError(f"slurm.time must be > 0; got {t!r}")
+    return total
 
 
 def slurm_parameters(spec: GridSpec, args: Any, cluster: str | None) -> dict[str, Any]:

@@ -120,22 +120,27 @@ class RichProgressView(ProgressView):
         for col in ("running cell", "elapsed", "gpu"):
             table.add_column(col)
         for cid, t in running:
-            table.add_row(cid, _fmt_seconds(time.perf_counter() - t), self.state.device.get(cid, "-"))
+            table.add_row(Text(cid), _fmt_seconds(time.perf_counter() - t), self.state.device.get(cid, "-"))
         return Group(head, bar, table)
 
     def started(self, cell: Cell, device: str | None) -> None:
         self.refresh()
 
     def finished(self, cell: Cell, outcome: CellOutcome) -> None:
+        from rich.markup import escape
+
         elapsed = self._elapsed(cell, outcome)
         value = outcome.metrics.get(self.metric)
         colour = {"completed": "green", "diverged": "yellow", "failed": "red"}.get(outcome.status, "magenta")
         shown = f" best {self.metric}={value:.4g}" if value is not None else ""
-        self.live.console.print(f"[{colour}]{outcome.status:<11}[/{colour}] {cell.id} ({_fmt_seconds(elapsed)}){shown}")
+        self.live.console.print(f"[{colour}]{outcome.status:<11}[/{colour}] {escape(cell.id)} "
+                                f"({_fmt_seconds(elapsed)}){escape(shown)}")
         self.refresh()
 
     def message(self, text: str) -> None:
-        self.live.console.print(text)
+        from rich.markup import escape
+
+        self.live.console.print(escape(text))  # paths and errors are text, never Rich markup
         self.refresh()
 
     def refresh(self) -> None:

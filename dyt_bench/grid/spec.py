@@ -6,6 +6,7 @@ This module reads and checks grid files only; it starts nothing, so the leaderbo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ from typing import Any
 import yaml
 
 from dyt_bench.config_keys import lookup
-from dyt_bench.results import RESULT_FILE, read_result
+from dyt_bench.results import RESULT_FILE, pending_writes, read_result
 
 # What a grid's output directory holds: grid.json, and per cell its dir with these files.
 GRID_SUMMARY_FILE = "grid.json"
@@ -229,6 +230,11 @@ class Cell:
         """Status of this cell's result.json, None when it has none (or an unreadable one)."""
         path = self.dir / RESULT_FILE
         if not path.exists():
+            # a write killed before its rename leaves a complete temporary file: the run's result all the same (the
+            # launcher renames it into place under the cell's lock)
+            for tmp in pending_writes(path):
+                with contextlib.suppress(OSError, ValueError, TypeError):
+                    return read_result(tmp).status
             return None
         try:
             return read_result(path).status
@@ -292,7 +298,33 @@ def _parse_axis(name: Any, values: Any) -> Axis:
     if dupes:
         raise GridError(f"axes.{name}: values must be distinct; repeated: {', '.join(dupes)} "
                         f"(give tied values distinct '{LABEL_KEY}'s)")
+    seen: dict[str, str] = {}
+    for v in parsed:  # 1 and 1.0, or the same tied values under two labels, are one config run twice
+        key = canonical(v.assignments)
+        if key in seen:
+            raise GridError(f"axes.{name}: values {seen[key]} and {v.label} set the same config; each value of an "
+                            "axis must be a distinct config")
+        seen[key] = v.label
     return Axis(name, tuple(parsed))
+
+
+def _keys_overlap(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+
+
+def check_disjoint_axes(axes: list[Axis]) -> None:
+    """No two axes set the same config key (or one a key inside the other's): the later would silently win, and the
+    cell ids and tables would name values the runs never had."""
+    owners: list[tuple[str, str]] = []
+    for axis in axes:
+        keys = {k for v in axis.values for k in v.assignments}
+        for key in sorted(keys):
+            for other_key, other_axis in owners:
+                if other_axis != axis.name and _keys_overlap(key, other_key):
+                    raise GridError(f"axes: {other_axis!r} and {axis.name!r} both set {other_key}"
+                                    + (f" / {key}" if key != other_key else "")
+                                    + "; every config key may belong to one axis only (tie the values into one axis)")
+        owners += [(k, axis.name) for k in sorted(keys)]
 
 
 def _resolve_base(base: Any, grid_path: Path | None) -> Path:
@@ -362,6 +394,7 @@ def parse_grid(data: dict[str, Any], path: Path | None = None, output: str | os.
     if not isinstance(axes_data, dict) or not axes_data:
         raise GridError("axes: must be a mapping of dotted config keys (or axis names) to lists of values")
     axes = [_parse_axis(k, v) for k, v in axes_data.items()]
+    check_disjoint_axes(axes)
     seeds = _parse_seeds(data.get("seeds", [0]))
     overrides = data.get("overrides") or {}
     if not isinstance(overrides, dict):

@@ -33,7 +33,9 @@ class GridState:
         self.started: dict[str, float] = {}  # cell id -> time.perf_counter() when it started (or was submitted)
         self.device: dict[str, str] = {}
         self.extra: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}  # cell id -> the first line of why it failed
         self.created = utc_now()
+        self.write_error: str | None = None  # why grid.json could not be written (a full disk, ...), once it failed
         for cell in cells:
             self.status[cell.id] = cell.status() or "pending"
             if self.status[cell.id] in STATUSES:
@@ -60,6 +62,10 @@ class GridState:
         """Record how ``cell`` ended and rewrite grid.json."""
         self.status[cell.id] = outcome.status
         self.wall[cell.id], self.metrics[cell.id] = outcome.wall_time_s, outcome.metrics
+        if outcome.status == "failed" and outcome.error:
+            self.errors[cell.id] = outcome.error.strip().splitlines()[0][:300]
+        else:
+            self.errors.pop(cell.id, None)
         self.write()
 
     def elapsed(self, cell: Cell) -> float:
@@ -67,12 +73,20 @@ class GridState:
         t = self.started.get(cell.id)
         return time.perf_counter() - t if t is not None else 0.0
 
-    def write(self) -> None:
+    def write(self) -> bool:
+        """Rewrite grid.json; False (and ``write_error`` says why) when it cannot be written."""
         spec = self.spec
         cells = [{"id": c.id, "dir": c.dir.name, "axes": c.labels, "seed": c.seed, "status": self.status[c.id],
-                  "wall_time_s": self.wall.get(c.id), "metrics_best": self.metrics.get(c.id, {})}
+                  "wall_time_s": self.wall.get(c.id), "metrics_best": self.metrics.get(c.id, {}),
+                  **({"error": self.errors[c.id]} if c.id in self.errors else {})}
                  for c in self.cells]
         summary = {"name": spec.name, "grid_file": str(spec.path) if spec.path else None, "launcher": self.launcher,
                    "created": self.created, "updated": utc_now(), "counts": self.counts(), "spec": spec.to_dict(),
                    "cells": cells, **self.extra}
-        atomic_write_text(spec.output / GRID_SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
+        try:
+            atomic_write_text(spec.output / GRID_SUMMARY_FILE, json.dumps(summary, indent=2, default=str) + "\n")
+        except OSError as e:  # grid.json keeps its last complete version; the launcher stops starting cells
+            self.write_error = f"could not write {spec.output / GRID_SUMMARY_FILE}: {e.strerror or e}"
+            return False
+        self.write_error = None
+        return True

@@ -4,6 +4,8 @@ the results record about their metrics (direction, FID feature extractor)."""
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,13 +77,21 @@ def _split_paths(paths: list[str]) -> tuple[list[GridSpec], list[Path]]:
     return specs, roots
 
 
-def collect(paths: list[str]) -> tuple[list[Record], list[str]]:
+def _say(text: str) -> None:
+    print(f"dyt-bench leaderboard: {text}", file=sys.stderr, flush=True)
+
+
+def collect(paths: list[str], report: Callable[[str], None] | None = _say) -> tuple[list[Record], list[str]]:
     """Read every result.json under ``paths`` (grid files given among them lend their axes, baseline, paper values).
-    Returns the records and notes about files that were skipped."""
+
+    A file that is not a valid result (truncated, not a JSON object, a metric that is not a number, ...) is skipped
+    and named at once through ``report`` (stderr by default; so that it is seen even when a later check fails);
+    the returned notes count them. Returns the records and those notes."""
     specs, roots = _split_paths(paths)
     by_name = {s.name: s for s in specs}
     cache: dict[Path, GridSpec | None] = {}
     records, notes = [], []
+    skipped: list[str] = []
     seen: set[Path] = set()
     for root in roots:
         for path in find_results(root):
@@ -92,7 +102,12 @@ def collect(paths: list[str]) -> tuple[list[Record], list[str]]:
             try:
                 result = read_result(path)
             except (OSError, ValueError, TypeError) as e:
-                notes.append(f"skipped unreadable {path}: {e}")
+                reason = str(e).replace(f"{path}: ", "")
+                skipped.append(f"skipped malformed {path}: {reason}")
+                if report is not None:
+                    report(skipped[-1])
+                else:
+                    notes.append(skipped[-1])
                 continue
             grid = _grid_of(path, cache)
             if grid is not None and grid.name in by_name:
@@ -100,7 +115,13 @@ def collect(paths: list[str]) -> tuple[list[Record], list[str]]:
             elif grid is None and len(specs) == 1:
                 grid = specs[0]
             records.append(Record(path, result, grid))
+    if skipped:
+        notes.append(f"{len(skipped)} malformed {RESULT_FILE} file(s) skipped (named above)" if report is not None
+                     else f"{len(skipped)} malformed {RESULT_FILE} file(s) skipped")
     if not records:
+        if skipped:
+            raise LeaderboardError(f"none of the {len(skipped)} {RESULT_FILE} file(s) under "
+                                   f"{', '.join(map(str, roots))} is a valid result; first: {skipped[0]}")
         raise LeaderboardError(f"no {RESULT_FILE} found under {', '.join(map(str, roots))}")
     return records, notes
 

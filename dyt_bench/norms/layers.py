@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from dyt_bench.ops import squash_affine
+from dyt_bench.ops.functions import DEFAULT_ALPHA_INIT_LEARNABLE
 
 from .spec import LAYOUTS, check_choice
 
@@ -42,7 +43,7 @@ class SquashNorm(nn.Module):
         self,
         num_features: int,
         fn: str = "tanh",
-        alpha_init: float = 0.5,
+        alpha_init: float = DEFAULT_ALPHA_INIT_LEARNABLE,
         learnable_alpha: bool = True,
         layout: str = "channels_last",
         affine: bool = True,

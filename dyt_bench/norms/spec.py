@@ -47,7 +47,8 @@ class NormSpec:
             registry (ops/functions.py): dyt, tanh, hardtanh, sigmoid, identity, derf, ... (``weight * f(alpha * x)
             + bias``; ``dyt`` is tanh with a learnable alpha; ``derf`` is ``weight * erf(alpha * x + shift) + bias``
             with a learnable scalar shift, Chen et al. 2025). ``NormFactory.kinds()`` lists them all.
-        alpha_init: initial alpha of the point-wise kinds. Default: 0.5 when alpha is learnable, 1.0 when fixed.
+        alpha_init: initial alpha of the point-wise kinds. Default: 1.0 (the supplied text, §4.2), learnable or fixed;
+            Derf's own 0.5 for ``derf``.
             ``auto``: the paper's LLM width rule (``recommend_alpha_init``) applied to each layer's channel count.
             ``calibrate``: one forward pass on a training batch before the first step sets each layer's
             α0 = ``calibrate_k`` / std(its input) (``norms/calibrate.py``; until then a layer holds the default α0).
@@ -124,6 +125,13 @@ class NormSpec:
             return self.alpha_init
         if self.alpha_init is not None:
             return float(self.alpha_init)
+        return self._default_alpha_init()
+
+    def _default_alpha_init(self) -> float:
+        """The kind's own α0 where its source states one (Derf: 0.5), else 1 (the supplied text, §4.2)."""
+        own = KINDS[self.kind][1] if self.kind in KINDS else None
+        if own is not None and own.alpha_init is not None and self.resolved_learnable_alpha == own.learnable_alpha:
+            return own.alpha_init
         return DEFAULT_ALPHA_INIT_LEARNABLE if self.resolved_learnable_alpha else DEFAULT_ALPHA_INIT_FIXED
 
     def alpha_init_for(self, width: int) -> float:
@@ -133,7 +141,7 @@ class NormSpec:
 
             return recommend_alpha_init(width)
         if self.alpha_init == "calibrate":
-            return DEFAULT_ALPHA_INIT_LEARNABLE if self.resolved_learnable_alpha else DEFAULT_ALPHA_INIT_FIXED
+            return self._default_alpha_init()
         return float(self.resolved_alpha_init)
 
     @property

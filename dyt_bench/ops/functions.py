@@ -35,9 +35,12 @@ class PointwiseKind:
     learnable_alpha: bool = False
     shift: bool = False
     description: str = ""
+    alpha_init: float | None = None  # the kind's own α0 where its source paper states one
 
     @property
     def default_alpha_init(self) -> float:
+        if self.alpha_init is not None:
+            return self.alpha_init
         return DEFAULT_ALPHA_INIT_LEARNABLE if self.learnable_alpha else DEFAULT_ALPHA_INIT_FIXED
 
 
@@ -91,7 +94,7 @@ FUNCTIONS: dict[str, SquashFunction] = {
         SquashFunction(
             "erf", torch.erf, lambda z: (2 / math.sqrt(math.pi)) * torch.exp(-z * z), 2 / math.sqrt(math.pi),
             kernel_code=4, ablation=False,
-            kinds=(PointwiseKind("derf", learnable_alpha=True, shift=True,
+            kinds=(PointwiseKind("derf", learnable_alpha=True, shift=True, alpha_init=0.5,  # Derf's paper
                                  description="Derf: γ · erf(αx + s) + β, α and the shift s learnable"),)),
         SquashFunction(
             "softsign", F.softsign, lambda z: 1 / (1 + z.abs()) ** 2, 1.0, kernel_code=5, ablation=False,

@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "dyt_bench"
 
 # The first part of a module's path below dyt_bench -> its layer (docs/architecture.md, "Layers").
 LAYERS = {
-    "config_keys": 0, "coerce": 0, "results": 0,
+    "config_keys": 0, "coerce": 0, "results": 0, "versions": 0,
     "ops": 1,
     "norms": 2,
     "models": 3, "diffusion": 3, "evaluation": 3, "datamodules": 3,

@@ -64,7 +64,7 @@ def test_sizes_by_name_and_norm_placement():
     assert sum(p.numel() for p in tiny.parameters()) == pytest.approx(0.44e6, rel=0.01)
     assert count_norms(tiny) == {"LayerNorm": 2 * 2 + 1}  # norm1, norm2 per block and the final norm
     dyt = HyenaClassifier(HyenaConfig.from_size("tiny", l_max=128), 3, "dyt")
-    assert count_norms(dyt) == {"SquashNorm": 5} and all(m.alpha.item() == 0.5 for m in dyt.modules()
+    assert count_norms(dyt) == {"SquashNorm": 5} and all(m.alpha.item() == 1.0 for m in dyt.modules()
                                                           if isinstance(m, SquashNorm))
     with pytest.raises(ValueError, match="model.size"):
         HyenaConfig.from_size("huge")

@@ -105,7 +105,9 @@ def test_alpha_defaults():
     for kind in ("tanh", "hardtanh", "sigmoid", "identity"):
         spec = NormSpec(kind)
         assert not spec.resolved_learnable_alpha and spec.resolved_alpha_init == 1.0
-    assert NormSpec("tanh", learnable_alpha=True).resolved_alpha_init == 0.5
+    assert NormSpec("tanh", learnable_alpha=True).resolved_alpha_init == DEFAULT_ALPHA_INIT_LEARNABLE == 1.0
+    # Derf keeps its own paper's 0.5 only with its own (learnable) α
+    assert NormSpec("derf", learnable_alpha=False).resolved_alpha_init == 1.0
 
 
 @pytest.mark.parametrize("kind", SQUASH_KINDS)

@@ -62,10 +62,12 @@ def test_norm_swap_classes_and_affine():
     squash = [m for m in dyt.net.modules() if isinstance(m, SquashNorm)]
     assert len(squash) == 5 and dyt.norm_report.counts == {"LayerNorm": 5}
     assert all(m.fn == "tanh" and m.weight is None and m.bias is None and m.learnable_alpha for m in squash)
-    assert all(float(m.alpha) == 0.5 for m in squash)
+    assert all(float(m.alpha) == 1.0 for m in squash)  # the supplied text's α0 = 1
     x = torch.randn(2, 3, 32)
-    torch.testing.assert_close(squash[0](x), torch.tanh(0.5 * x))  # DyT in DiT: tanh(αx), no γ/β
-    assert not dyt.zero_init  # the DyT authors' DiT code drops the adaLN-Zero initialisation
+    torch.testing.assert_close(squash[0](x), torch.tanh(1.0 * x))  # DyT in DiT: tanh(αx), no γ/β
+    assert dyt.zero_init  # one variable at a time: adaLN-Zero kept for DyT as for LayerNorm
+    authors = tiny_task(norm={"kind": "dyt"}, zero_init=None)
+    assert not authors.zero_init  # null: the DyT authors' DiT code, which drops adaLN-Zero for DyT
 
     affine = tiny_task(norm={"kind": "dyt"}, norm_affine=True, zero_init=True)
     squash = [m for m in affine.net.modules() if isinstance(m, SquashNorm)]
