@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from dyt_bench.results import config_hash, make_result, utc_now, write_result
 
 from .divergence import DivergenceGuard
+from .run_files import run_dir as default_run_dir
 
 __all__ = ["ResultWriter", "config_hash"]  # config_hash lives in dyt_bench.results; importable from here as before
 
@@ -48,11 +49,22 @@ def _batch_size(batch: Any) -> int:
     return 0
 
 
+def _strategy_name(trainer: pl.Trainer) -> str:
+    """The strategy's registered name where it has one (``ddp``, ``fsdp``, ``single_device``), else its class."""
+    strategy = trainer.strategy
+    name = getattr(strategy, "strategy_name", None)
+    return str(name) if name else type(strategy).__name__.removesuffix("Strategy").lower()  # DDPStrategy → ddp
+
+
 class ResultWriter(pl.Callback):
     """Writes ``<run_dir>/result.json`` when fit ends, diverges, fails or is interrupted (rank 0 only).
 
-    ``run_dir`` defaults to the trainer's log directory. Best metrics follow the task's ``metric_modes``
-    (name → "max" | "min"), updated at the end of each validation epoch.
+    ``run_dir`` defaults to the run directory (``run_files.run_dir``), settled on every rank in ``setup`` so that
+    the failure path needs no collective. Best metrics follow the task's ``metric_modes`` (name → "max" | "min"),
+    updated at the end of each validation epoch.
+
+    A resumed run continues the record: its checkpoint carries this callback's state (best metrics, wall and training
+    time, samples), so ``result.json`` describes the whole run, with ``restarts`` counting the resumptions.
 
     Throughput: samples and optimizer steps per second of training-batch time, and any unit of the task's own: a task
     method ``throughput_units(batch)`` returning ``{unit: amount in this batch}`` (tokens for the sequence tasks,
@@ -71,12 +83,41 @@ class ResultWriter(pl.Callback):
         self._train_units: dict[str, float] = {}
         self._batch_t0: float | None = None
         self._written = False
+        self._resolved_dir: Path | None = None
+        self._wall_before = 0.0  # wall time of the earlier attempts (from the checkpoint)
+        self._started_first = ""
+        self.restarts = 0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # every rank reaches setup: the one place where agreeing on the directory (a broadcast) is safe
+        path = str(self.run_dir) if self.run_dir else str(default_run_dir(trainer))
+        self._resolved_dir = Path(trainer.strategy.broadcast(path))
+
+    # --- the record across restarts (this callback's state in the checkpoint) ------------------------------------
+    def _wall_time(self) -> float:
+        return self._wall_before + (time.perf_counter() - self._t0 if self._t0 else 0.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": dict(self.best), "wall_time_s": self._wall_time(), "train_time_s": self._train_time,
+                "train_samples": self._train_samples, "train_units": dict(self._train_units),
+                "restarts": self.restarts, "started_at": self._started_first or self._started_at}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best = dict(state_dict.get("best", {}))
+        self._wall_before = float(state_dict.get("wall_time_s", 0.0))
+        self._train_time = float(state_dict.get("train_time_s", 0.0))
+        self._train_samples = int(state_dict.get("train_samples", 0))
+        self._train_units = dict(state_dict.get("train_units", {}))
+        self.restarts = int(state_dict.get("restarts", 0)) + 1
+        self._started_first = str(state_dict.get("started_at", ""))
 
     # --- timing -------------------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t0 = time.perf_counter()
         self._started_at = utc_now()
         self._written = False
+        if self._resolved_dir is None:
+            self.setup(trainer, pl_module, "fit")
         if torch.cuda.is_available() and pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
 
@@ -125,7 +166,7 @@ class ResultWriter(pl.Callback):
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str, **extra: Any) -> None:
         if self._written:
             return
-        run_dir = Path(self.run_dir or trainer.log_dir or trainer.default_root_dir)
+        run_dir = self._resolved_dir or Path(self.run_dir or default_run_dir(trainer))
         config = self.config if self.config is not None else getattr(pl_module, "run_config", None)
         if config is None:
             config = {"model": dict(pl_module.hparams)}
@@ -159,7 +200,10 @@ class ResultWriter(pl.Callback):
             metrics_best=dict(self.best),
             steps=int(trainer.global_step),
             epochs=int(trainer.current_epoch),
-            wall_time_s=time.perf_counter() - self._t0 if self._t0 else 0.0,
+            wall_time_s=self._wall_time(),
+            restarts=self.restarts,
+            world_size=int(trainer.world_size),
+            strategy=_strategy_name(trainer),
             throughput=throughput,
             peak_memory_mb=peak,
             device=device_name,
@@ -168,7 +212,7 @@ class ResultWriter(pl.Callback):
             metric_modes=getattr(pl_module, "metric_modes", {}),
             chance=_chance_levels(pl_module),
             evaluation=getattr(pl_module, "evaluation", {}),
-            started_at=self._started_at,
+            started_at=self._started_first or self._started_at,
             **extra,
         )
         self.path = write_result(run_dir, result)

@@ -408,6 +408,14 @@ class AudioDataModule(SplitDataModule):
         return FileAudioDataset([str(f) for f, k in zip(files, keep, strict=True) if k], lengths[keep],
                                 self.sample_rate, **common)
 
+    def prepare_data(self) -> None:
+        """Read the LibriSpeech file headers into the manifest cache, once per node (Lightning calls this on one
+        process before ``setup``, which then reads the cached manifests on every rank)."""
+        if self.hparams.source == "synthetic" or self.cache_dir is None:
+            return
+        for splits in (self.train_splits, self.val_splits):
+            audio_manifest(self._files(splits), self.sample_rate, self.cache_dir)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return

@@ -129,7 +129,9 @@ class ImageClassification(BenchTask):
         if ema is not None:
             from timm.utils import ModelEmaV3
 
-            self.ema = ModelEmaV3(self.net, decay=ema.decay, use_warmup=ema.warmup)  # its weights need no gradient
+            self.ema = ModelEmaV3(self.net, decay=ema.decay, use_warmup=ema.warmup)
+            # its weights need no gradient: without this DDP counts them as parameters the loss did not use, and stops
+            self.ema.requires_grad_(False)
         if compile:
             self.net.compile()
         top5 = min(5, num_classes)
@@ -179,7 +181,7 @@ class ImageClassification(BenchTask):
     def _evaluate(self, batch, stage: str, acc1: MulticlassAccuracy, acc5: MulticlassAccuracy) -> None:
         x, y = batch
         logits = self.eval_network()(self._prepare(x))
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), prog_bar=stage == "val")
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), prog_bar=stage == "val", sync_dist=True)
         acc1(logits, y)
         acc5(logits, y)
         self.log(f"{stage}/acc1", acc1, prog_bar=stage == "val")
