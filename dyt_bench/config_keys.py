@@ -16,7 +16,7 @@ CLASS_PATH = "class_path"
 # Keys that say where or how verbosely a run writes, not what it computes: excluded from the config hash, never
 # table axes. A key also covers everything below it (``trainer.logger`` covers ``trainer.logger.init_args.save_dir``).
 NON_SEMANTIC_KEYS: tuple[str, ...] = (
-    "config", "ckpt_path", "__path__",
+    "config", "ckpt_path", "__path__", "checkpoint",
     "trainer.default_root_dir", "trainer.logger", "trainer.callbacks",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.enable_checkpointing",
     "trainer.log_every_n_steps",

@@ -310,7 +310,16 @@ def build_from_config(config_path: str, overrides: list[str] | None = None) -> t
             BenchTask, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
             auto_configure_optimizers=False, save_config_callback=None, args=args,
         )
-    return cli.model, cli.datamodule
+    return ensure_built(cli.model), cli.datamodule
+
+
+def ensure_built(task: BenchTask) -> BenchTask:
+    """Build a task's network now when it defers the build to Lightning's ``configure_model`` hook
+    (``defer_build: true``, for FSDP): outside a trainer nothing else calls the hook. Returns the task."""
+    hparams = getattr(task, "hparams", None) or {}
+    if hparams.get("defer_build") and getattr(task, "net", None) is None:
+        task.configure_model()
+    return task
 
 
 class _CheckCLI(BenchCLI):

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
@@ -289,22 +288,26 @@ def load_torch_file(path: str | os.PathLike, field_name: str) -> Any:
 
 
 def collect_versions() -> dict[str, str]:
-    """Versions of the libraries a result depends on."""
-    from importlib import metadata
+    """:func:`dyt_bench.versions.library_versions` (every library of ``VERSIONED``, ``cuda`` with a CUDA build of
+    torch), without loading torch into a process that has not: a grid process stays free of it (importing it costs
+    seconds), and one stopped while loading it must not try again. ``cuda`` is then left out."""
+    from dyt_bench.versions import library_versions
 
-    out = {"python": platform.python_version()}
-    for dist in ("dyt-bench", "torch", "lightning", "timm", "torchvision", "torchmetrics", "triton", "transformers"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    # torch only when the process has loaded it (a run has): importing it here would cost a grid process seconds, and
-    # a process stopped while loading it must not try again
-    torch = sys.modules.get("torch")
-    cuda = getattr(getattr(torch, "version", None), "cuda", None)
-    if cuda:
-        out["cuda"] = str(cuda)
-    return out
+    loaded = sys.modules.get("torch")
+    if loaded is not None and hasattr(loaded, "version"):
+        return library_versions()
+    # library_versions imports torch for its CUDA version and skips it when that import fails: make it fail here
+    absent = object()
+    saved = sys.modules.get("torch", absent)
+    sys.modules["torch"] = None  # type: ignore[assignment]  (an import of it raises ImportError)
+    try:
+        return library_versions()
+    finally:
+        if sys.modules.get("torch", absent) is None:
+            if saved is absent:
+                del sys.modules["torch"]
+            else:
+                sys.modules["torch"] = saved  # type: ignore[assignment]
 
 
 def utc_now() -> str:

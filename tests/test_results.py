@@ -126,3 +126,27 @@ def test_config_hash_is_still_importable_from_the_callbacks():
     from dyt_bench.callbacks.result_writer import config_hash as from_writer
 
     assert from_callbacks is config_hash and from_writer is config_hash
+
+
+def test_make_result_records_every_library_of_versions_py():
+    import torch
+
+    from dyt_bench.versions import library_versions
+
+    result = make_result(task="t", model="m", dataset="d", norm={}, status="completed", config={})
+    assert result.versions == library_versions()  # torch is loaded here: its CUDA version too, when a CUDA build
+    assert {"python", "torch", "lightning", "jsonargparse"} <= set(result.versions)
+    assert ("cuda" in result.versions) == bool(torch.version.cuda)
+
+
+def test_make_result_does_not_load_torch_into_a_process_without_it():
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from dyt_bench.results import make_result; "
+            "r = make_result(task='t', model='m', dataset='d', norm={}, status='failed', config={}); "
+            "print(json.dumps(['torch' in sys.modules, sys.modules.get('torch', 0) is None, r.versions]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded, blocked, versions = json.loads(out.strip().splitlines()[-1])
+    assert not loaded and not blocked  # neither imported nor left blocked
+    assert {"python", "torch", "jsonargparse"} <= set(versions) and "cuda" not in versions

@@ -93,3 +93,14 @@ def test_image_model_pretrained_checkpoint(crafted, monkeypatch, tmp_path):
     with pytest.raises(UnsafeFileError, match="pretrained_file"):
         image._weights_file(str(path))
     assert not marker.exists()
+
+
+def test_ssl_eval_init_from(crafted, monkeypatch):
+    from dyt_bench.norms import NormSpec
+    from dyt_bench.tasks.ssl_eval import load_encoder
+
+    path, marker = crafted
+    monkeypatch.delenv(TRUST_PICKLES_ENV, raising=False)
+    with pytest.raises(UnsafeFileError, match="model.init_from"):
+        load_encoder(torch.nn.Linear(2, 2), str(path), NormSpec(), {})
+    assert not marker.exists()

@@ -70,8 +70,10 @@ def _print_table(probes) -> None:
 def load_checkpoint_into(model, path: str) -> None:
     """Load a Lightning checkpoint's weights into ``model`` (tensors only: ``weights_only``); a checkpoint that is not
     one, or one of another model or norm kind, is one error naming what differs."""
+    from dyt_bench.lightning_cli import ensure_built
     from dyt_bench.results import load_torch_file
 
+    ensure_built(model)  # a deferred network (defer_build: true) has no tensors to load into before it is built
     ckpt = load_torch_file(path, "--ckpt_path")
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):

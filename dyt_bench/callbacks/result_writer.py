@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from dyt_bench.results import config_hash, make_result, utc_now, write_result
+from dyt_bench.results import RESULT_FILE, config_hash, make_result, utc_now, write_result
 
 from .divergence import DivergenceGuard
 from .run_files import run_dir as default_run_dir
@@ -61,7 +61,9 @@ class ResultWriter(pl.Callback):
 
     ``run_dir`` defaults to the run directory (``run_files.run_dir``), settled on every rank in ``setup`` so that
     the failure path needs no collective. Best metrics follow the task's ``metric_modes`` (name → "max" | "min"),
-    updated at the end of each validation epoch.
+    updated at the end of each validation (after the task's epoch-end hook, so what it logs there counts).
+    A result that cannot be written (a full disk) is one line on stderr naming the file and the error; the run is
+    not recorded a second time by the failure path.
 
     A resumed run continues the record: its checkpoint carries this callback's state (best metrics, wall and training
     time, samples), so ``result.json`` describes the whole run, with ``restarts`` counting the resumptions.
@@ -133,7 +135,9 @@ class ResultWriter(pl.Callback):
                 for name, amount in units(batch).items():
                     self._train_units[name] = self._train_units.get(name, 0.0) + float(amount)
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # after the task's own on_validation_epoch_end (which runs after every callback's): what it logs there
+        # (the DNA task's val/acc, a FID) counts in the validation that computed it, not one validation late
         if trainer.sanity_checking:
             return
         modes = getattr(pl_module, "metric_modes", {})
@@ -215,8 +219,14 @@ class ResultWriter(pl.Callback):
             started_at=self._started_first or self._started_at,
             **extra,
         )
-        self.path = write_result(run_dir, result)
-        self._written = True
+        self._written = True  # written or not, once: a failed write must not be retried by on_exception
+        try:
+            self.path = write_result(run_dir, result)
+        except OSError as e:  # ENOSPC, a read-only or vanished directory
+            self.path = None
+            print(f"[dyt-bench] error: could not write {Path(run_dir) / RESULT_FILE} (run {status}): "
+                  f"{e.strerror or e}", file=sys.stderr, flush=True)
+            return
         summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics_best.items()))
         print(f"\n[dyt-bench] run {status}" + (f" ({extra['divergence']})" if extra.get("divergence") else "")
               + (f"; best {summary}" if summary else ""), flush=True)

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from dyt_bench.diffusion.config import SamplingConfig
-from dyt_bench.evaluation.fid import FidConfig, three_channels
+from dyt_bench.evaluation.fid import FidConfig, SamplingProgress, three_channels
 
 from .run_files import run_dir
 
@@ -74,22 +74,24 @@ class SampleAndScore(pl.Callback):
         n_batches = -(-total // cfg.batch_size)
         rank_zero_info(f"[{stage}] sampling {total} images ({cfg.method}, {pl_module.sampler.num_timesteps} steps, "
                        f"cfg {cfg.cfg_scale:g}) in {n_batches} batches")
-        while done < total:
-            n = min(cfg.batch_size, total - done)
-            labels = (torch.arange(done, done + n, device=pl_module.device) + rank * n_fid) % pl_module.num_classes
-            # sample under the run's precision (e.g. bf16 autocast), as validation steps run
-            with trainer.precision_plugin.val_step_context():
-                images = pl_module.generate(labels, seed=fid_cfg.seed * 1_000_003 + rank * 10_007 + batch_no)
-            if done < n_fid:
-                with torch.autocast(pl_module.device.type, enabled=False):
-                    fid.update(three_channels(images[: n_fid - done].float()), real=False)
-            have = sum(len(g) for g in grid_images)
-            if have < n_grid:
-                grid_images.append(images[: n_grid - have].cpu())
-            done += n
-            batch_no += 1
-            if n_batches >= 10 and batch_no % max(1, n_batches // 10) == 0:
-                rank_zero_info(f"[{stage}] sampled {done}/{total}")
+        with SamplingProgress(total, f"[{stage}] sampling + FID features", enabled=trainer.is_global_zero) as bar:
+            while done < total:
+                n = min(cfg.batch_size, total - done)
+                labels = (torch.arange(done, done + n, device=pl_module.device) + rank * n_fid) % pl_module.num_classes
+                # sample under the run's precision (e.g. bf16 autocast), as validation steps run
+                with trainer.precision_plugin.val_step_context():
+                    images = pl_module.generate(labels, seed=fid_cfg.seed * 1_000_003 + rank * 10_007 + batch_no)
+                if done < n_fid:
+                    with torch.autocast(pl_module.device.type, enabled=False):
+                        fid.update(three_channels(images[: n_fid - done].float()), real=False)
+                have = sum(len(g) for g in grid_images)
+                if have < n_grid:
+                    grid_images.append(images[: n_grid - have].cpu())
+                done += n
+                batch_no += 1
+                bar.advance(n)
+                if n_batches >= 10 and batch_no % max(1, n_batches // 10) == 0:
+                    rank_zero_info(f"[{stage}] sampled {done}/{total}")
         extractor = pl_module.evaluation.get("fid_extractor")
         if n_fid:
             value = fid.compute()

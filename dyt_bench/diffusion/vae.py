@@ -12,11 +12,9 @@ VAE_SCALE = 0.18215  # Stable Diffusion's latent scale factor, which DiT uses
 def load_vae(path: str) -> nn.Module:
     """The ``AutoencoderKL`` saved in the local folder ``path``, frozen and in eval mode (diffusers is imported only
     here: it is needed only for latent diffusion)."""
-    try:
-        from diffusers.models import AutoencoderKL
-    except ImportError as e:
-        raise ImportError("model.vae needs the diffusers package (pip install diffusers) to load an "
-                          f"AutoencoderKL; it is not installed ({e})") from e
+    from dyt_bench.versions import require
+
+    AutoencoderKL = require("diffusers.models", "diffusion", "model.vae (a diffusers AutoencoderKL)").AutoencoderKL
     if not os.path.isdir(os.path.expanduser(path)):
         raise FileNotFoundError(f"model.vae={path!r} is not a directory; give a local diffusers AutoencoderKL "
                                 "folder (config.json + weights), e.g. a saved stabilityai/sd-vae-ft-ema")

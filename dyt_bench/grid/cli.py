@@ -24,7 +24,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 
 from dyt_bench.grid.cell_run import cells_to_run, failed_out_of_memory, recover_results
 from dyt_bench.grid.launch_local import run_local
-from dyt_bench.grid.launch_slurm import run_submitit
+from dyt_bench.grid.launch_slurm import TIME_FORMATS, run_submitit
 from dyt_bench.grid.progress import ProgressView, RichProgressView
 from dyt_bench.grid.spec import (
     GRID_SUMMARY_FILE,
@@ -59,7 +59,7 @@ def build_parser() -> ArgumentParser:
                    help="local processes (default), a SLURM job array through submitit, or submitit's local "
                         "executor (all cells at once; to try the SLURM path without a cluster)")
     p.add_argument("--partition", help="SLURM partition (overrides slurm.partition)")
-    p.add_argument("--time", help="SLURM time limit per cell: minutes, MM:SS or HH:MM:SS (overrides slurm.time)")
+    p.add_argument("--time", help=f"SLURM time limit per cell: {TIME_FORMATS} (overrides slurm.time)")
     p.add_argument("--gpus", type=int, help="GPUs per cell on SLURM (overrides slurm.gpus; default 1)")
     p.add_argument("--account", help="SLURM account (overrides slurm.account)")
     p.add_argument("--no-wait", action="store_true", help="SLURM: submit and return without following the jobs")

@@ -36,7 +36,7 @@ LEADERBOARD_KEYS = ("rows", "cols", "metric", "value", "mode", "scale", "digits"
 PAPER_KEYS = ("source", "version", "metric", "values")
 SLURM_KEYS = ("partition", "time", "gpus", "nodes", "account", "cpus_per_task", "mem_gb", "array_parallelism", "qos",
               "constraint", "additional")
-CONFIG_ROOTS = ("model", "data", "trainer", "seed_everything", "optimizer", "lr_scheduler", "ckpt_path")
+CONFIG_ROOTS = ("model", "data", "trainer", "seed_everything", "optimizer", "lr_scheduler", "ckpt_path", "checkpoint")
 LAUNCHERS = ("local", "slurm", "submitit-local")
 LABEL_KEY = "label"  # a tied axis value may name itself: {label: ViT, model.model: vit_tiny_patch16_224, ...}
 
@@ -200,6 +200,48 @@ def cell_id(combo: tuple[AxisValue, ...], seed: int) -> str:
     return f"{readable}-{digest}"
 
 
+CSV_LOGGER = "lightning.pytorch.loggers.CSVLogger"
+# loggers whose files can be told to go to the cell's directory (their ``save_dir`` argument); others keep theirs
+SAVE_DIR_LOGGERS = ("CSVLogger", "TensorBoardLogger", "WandbLogger", "MLFlowLogger", "CometLogger")
+
+
+def base_logger(spec: GridSpec) -> Any:
+    """The ``trainer.logger`` the grid's base config (or its fixed overrides) asks for; None when it names none."""
+    if "trainer.logger" in spec.overrides:
+        return spec.overrides["trainer.logger"]
+    try:
+        with open(spec.base, encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    trainer = data.get("trainer") if isinstance(data, dict) else None
+    return trainer.get("logger") if isinstance(trainer, dict) else None
+
+
+def cell_loggers(logger: Any, cell_dir: str) -> list[dict[str, Any]]:
+    """A cell's loggers: a CSV logger writing ``metrics.csv`` into the cell directory first (the run directory, where
+    result.json goes, and what the leaderboard's curves read), then the base config's own loggers, kept, with their
+    files sent to the cell directory where they take a ``save_dir``."""
+    def csv_logger() -> dict[str, Any]:
+        return {"class_path": CSV_LOGGER, "init_args": {"save_dir": cell_dir, "name": "", "version": ""}}
+
+    entries = logger if isinstance(logger, list) else [logger]
+    out = [csv_logger()]
+    for entry in entries:
+        if not isinstance(entry, dict) or "class_path" not in entry:
+            continue  # None / true / false / a bare name: the CSV logger alone
+        class_name = str(entry["class_path"]).rsplit(".", 1)[-1]
+        if class_name == "CSVLogger":
+            continue
+        init_args = dict(entry.get("init_args") or {})
+        if class_name in SAVE_DIR_LOGGERS:
+            init_args["save_dir"] = cell_dir
+            if class_name == "TensorBoardLogger":
+                init_args.update(name="", version="")
+        out.append({"class_path": entry["class_path"], "init_args": init_args})
+    return out
+
+
 @dataclass
 class Cell:
     """One run of the grid: an assignment of every axis plus a seed, in its own directory."""
@@ -218,9 +260,7 @@ class Cell:
             args += [f"--{key}", cli_value(value)]
         d = str(self.dir)
         args += ["--seed_everything", str(self.seed), "--trainer.default_root_dir", d,
-                 "--trainer.logger.class_path", "lightning.pytorch.loggers.CSVLogger",
-                 "--trainer.logger.init_args.save_dir", d, "--trainer.logger.init_args.name", "",
-                 "--trainer.logger.init_args.version", ""]
+                 "--trainer.logger", json.dumps(cell_loggers(base_logger(spec), d))]
         return args
 
     def command(self, spec: GridSpec) -> list[str]:

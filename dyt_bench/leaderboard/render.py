@@ -79,10 +79,12 @@ def render_terminal(tables: list[Table], opts: Options, file=None, width: int | 
     console = Console(file=file, width=width, force_terminal=None if file is None else False)
     for table in tables:
         head, body = _with_extra(table, opts, extras)
-        rt = RichTable(title=f"{table.title}\n{header(table, opts)}", title_justify="left", title_style="bold",
+        # Text objects, never str: titles, labels and cells come from result.json and configs, and a str would be
+        # read as Rich markup ("[bold]" styles, "[/bold]" crashes)
+        rt = RichTable(title=Text(f"{table.title}\n{header(table, opts)}", style="bold"), title_justify="left",
                        show_lines=True)
         for i, h in enumerate(head):
-            rt.add_column(h, justify="left" if i == 0 else "right")
+            rt.add_column(Text(str(h)), justify="left" if i == 0 else "right")
         for row_label, row in body:
             cells = [Text(row_label, style="bold")]
             for _, lines in row:
@@ -96,17 +98,22 @@ def render_terminal(tables: list[Table], opts: Options, file=None, width: int | 
         console.print()
 
 
+def _md(value) -> str:
+    """A value safe inside one markdown table cell: pipes escaped, line breaks as <br>."""
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r\n", "<br>").replace("\n", "<br>")
+
+
 def render_markdown(tables: list[Table], opts: Options, extras: Extras | None = None) -> str:
     out = []
     for table in tables:
         head, body = _with_extra(table, opts, extras)
-        out.append(f"**{table.title}** — {header(table, opts)}\n")
-        out.append("| " + " | ".join(head) + " |")
+        out.append(f"**{_md(table.title)}** — {_md(header(table, opts))}\n")
+        out.append("| " + " | ".join(_md(h) for h in head) + " |")
         out.append("|" + "---|" * len(head))
         for row_label, row in body:
-            cells = [row_label]
+            cells = [_md(row_label)]
             for _, lines in row:
-                lines = [ln.replace("|", "\\|") for ln in lines]
+                lines = [_md(ln) for ln in lines]
                 if lines[0].startswith(BEST_MARK):
                     lines[0] = f"**{lines[0]}**"
                 cells.append("<br>".join(lines))

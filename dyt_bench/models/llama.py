@@ -45,7 +45,10 @@ def build_llama(
 ):
     """A randomly initialised ``LlamaForCausalLM`` of the given size (``intermediate_size`` defaults to LLaMA's
     ≈ 8/3 · hidden rounded up to a multiple of 64)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from dyt_bench.versions import require
+
+    transformers = require("transformers", "language", "the LLaMA model")
+    LlamaConfig, LlamaForCausalLM = transformers.LlamaConfig, transformers.LlamaForCausalLM
 
     if hidden_size % num_heads and head_dim is None:
         raise ValueError(f"model.hidden_size ({hidden_size}) must be divisible by model.num_heads ({num_heads})")

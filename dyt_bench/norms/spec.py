@@ -62,6 +62,9 @@ class NormSpec:
             paper's Figures 3–4); ignored otherwise.
         affine: per-channel γ/β. Default (null): keep the replaced layer's (DiT's adaLN norms have none, a ViT's
             LayerNorms have both); true gives every new layer γ and β, false neither.
+        inherit_affine: carry each replaced layer's γ/β over to its new layer (``replace_norms(...,
+            inherit_affine=True)``: a pretrained LayerNorm's γ/β start the DyT that replaces it). Default false: fresh
+            γ = 1, β = 0, as in the paper.
     """
 
     kind: NormKind = "dyt"
@@ -73,6 +76,7 @@ class NormSpec:
     learnable_shift: bool = True
     affine: bool | None = None
     calibrate_k: float = 1.0
+    inherit_affine: bool = False
 
     def __post_init__(self) -> None:
         # NORM_KINDS are the names NormFactory builds (its table is checked against them), read without importing it
@@ -81,7 +85,7 @@ class NormSpec:
             raise ValueError("norm.affine must be true, false or null (keep the replaced layer's); "
                              f"got {self.affine!r}")
         check_choice("norm.impl", self.impl, IMPLS)
-        for name in ("learnable_alpha", "learnable_shift"):  # "no" or 0 must not read as a truth value
+        for name in ("learnable_alpha", "learnable_shift", "inherit_affine"):  # "no" or 0 must not read as a truth value
             value = getattr(self, name)
             if not isinstance(value, bool) and not (value is None and name == "learnable_alpha"):
                 allowed = "true, false or null (the kind's default)" if name == "learnable_alpha" else "true or false"
@@ -169,6 +173,8 @@ class NormSpec:
             d.pop("shift_init"), d.pop("learnable_shift")
         if self.affine is None:
             d.pop("affine")
+        if not self.inherit_affine:  # recorded only when set: configs without it keep their hashes
+            d.pop("inherit_affine")
         if self.alpha_init != "calibrate":
             d.pop("calibrate_k")
         if self.is_squash:

@@ -121,7 +121,10 @@ class BenchTask(pl.LightningModule):
         return {}
 
     def place_norms(self, model: nn.Module, **kwargs) -> nn.Module:
-        """Replace every norm of ``model`` by the configured kind, log what was replaced, return the model."""
+        """Replace every norm of ``model`` by the configured kind, log what was replaced, return the model.
+
+        ``inherit_affine`` defaults to the spec's (``norm.inherit_affine``); a caller's keyword wins."""
+        kwargs.setdefault("inherit_affine", self.norm_spec.inherit_affine)
         self.norm_report = replace_norms(model, self.norm_spec, **kwargs)
         rank_zero_info(str(self.norm_report))
         return model

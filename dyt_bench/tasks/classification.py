@@ -114,6 +114,9 @@ class ImageClassification(BenchTask):
         ema = coerce_dataclass(EmaConfig, ema, "model.ema", none_is_default=False)
         net = build_image_model(model, num_classes=num_classes, img_size=img_size, in_chans=in_chans,
                                 small_input=small_input, insert_norms=insert_norms, **(model_kwargs or {}))
+        pretrained = getattr(net, "pretrained_report", None)
+        if pretrained is not None:  # which tensors a weights file set (result.json: evaluation.pretrained)
+            self.evaluation["pretrained"] = pretrained
         self.net = self.place_norms(net)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)

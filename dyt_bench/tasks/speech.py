@@ -61,6 +61,9 @@ class SpeechPretraining(BenchTask):
         linear_decay: the same as ``optim.schedule: linear`` (which the configs use): after the warmup, decay the
             learning rate linearly to ``optim.min_lr_ratio`` × lr at the last step (fairseq's ``polynomial_decay`` of
             the wav2vec 2.0 recipe).
+        pretrained: a local transformers model folder (``save_pretrained`` / a downloaded wav2vec 2.0 model) whose
+            weights start the network before its norms are replaced; ``size`` and the other fields still build the
+            config, which must match the folder's architecture. Default: randomly initialised.
         norm, optim, divergence, track_alpha, track_saturation: see ``BenchTask``.
 
     Logged losses are in bits per masked frame (fairseq's reporting, which the paper's Table 5 uses): ``loss`` =
@@ -87,6 +90,7 @@ class SpeechPretraining(BenchTask):
         mask_time_length: int = 10,
         config_overrides: dict[str, Any] | None = None,
         linear_decay: bool = False,
+        pretrained: str | None = None,
         norm: NormSpec | None = None,
         optim: OptimConfig | None = None,
         divergence: DivergenceConfig | None = None,
@@ -116,7 +120,7 @@ class SpeechPretraining(BenchTask):
         self.config = wav2vec2_config(size, pre_norm, feature_extractor_norm, num_negatives, contrastive_temperature,
                                       diversity_weight, mask_time_prob, mask_time_length, config_overrides)
         self.model_name = f"wav2vec2-{size}-{'prenorm' if pre_norm else 'postnorm'}-fe{feature_extractor_norm}"
-        net = build_wav2vec2(self.config)
+        net = build_wav2vec2(self.config, pretrained)
         self.swap_feature_extractor_norm = swap_feature_extractor_norm
         self.net = self.place_norms(net, skip=norm_skip_list(swap_feature_extractor_norm))
         expected = expected_norm_counts(self.config, swap_feature_extractor_norm)
@@ -169,7 +173,10 @@ class SpeechPretraining(BenchTask):
                      seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Masked spans (B, T) and distractor indices (B, T, K) from transformers' own helpers; with ``seed``, the
         draw is reproducible and leaves numpy's global generator as it was."""
-        from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+        from dyt_bench.versions import require
+
+        helpers = require("transformers.models.wav2vec2.modeling_wav2vec2", "speech", "wav2vec 2.0 masking")
+        _compute_mask_indices, _sample_negative_indices = helpers._compute_mask_indices, helpers._sample_negative_indices
 
         cfg = self.config
         state = None

@@ -78,7 +78,9 @@ def load_encoder(encoder: torch.nn.Module, path: str, norm: NormSpec, expected: 
     every tensor is verified loaded. Returns what was loaded (recorded in result.json ``evaluation``).
     """
     file = resolve_checkpoint(path)
-    ckpt = torch.load(file, map_location="cpu", weights_only=False)  # a Lightning checkpoint pickles its hparams
+    from dyt_bench.results import load_torch_file
+
+    ckpt = load_torch_file(file, "model.init_from")  # tensors and plain data only: a crafted file runs no code
     meta = ckpt.get(CHECKPOINT_KEY) if isinstance(ckpt, dict) else None
     if not meta:
         raise ValueError(f"model.init_from: {file} is not a self-supervised pretraining checkpoint (no "

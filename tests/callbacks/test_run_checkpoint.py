@@ -180,9 +180,17 @@ def test_rng_states_survive_a_weights_only_checkpoint(tmp_path):
     assert (random.random(), np.random.rand(), torch.rand(()).item()) == expected
 
 
-@pytest.mark.parametrize("logger", ["tensorboard", "dirless"])
+@pytest.mark.parametrize("logger", ["tensorboard", "wandb-offline", "dirless"])
 def test_artifacts_go_to_the_run_directory_whatever_the_logger(tmp_path, monkeypatch, logger):
-    if logger == "tensorboard":
+    if logger == "wandb-offline":  # the real W&B logger, offline: its files under save_dir, ours in the run dir
+        pytest.importorskip("wandb")
+        monkeypatch.setenv("WANDB_MODE", "offline")
+        monkeypatch.setenv("WANDB_SILENT", "true")
+        monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_files"))
+        spec = {"class_path": "lightning.pytorch.loggers.WandbLogger",
+                "init_args": {"save_dir": str(tmp_path / "wandb_files"), "offline": True, "project": "t"}}
+        expected = tmp_path / "run"
+    elif logger == "tensorboard":
         pytest.importorskip("tensorboard")
         spec = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                 "init_args": {"save_dir": str(tmp_path / "run"), "name": ""}}

@@ -15,13 +15,22 @@ ALL_CONFIGS = sorted(
     if os.sep + "grids" + os.sep not in p
 )
 # ImageNet and billion-parameter LLaMA configs need data and a cluster: they are parsed, not run.
-PARSE_ONLY = [p for p in ALL_CONFIGS if os.sep + "imagenet" + os.sep in p or os.path.basename(p).startswith("llama_")]
+PARSE_ONLY = [p for p in ALL_CONFIGS if os.sep + "imagenet" + os.sep in p or os.path.basename(p).startswith("llama_")
+              or os.path.basename(p).startswith("imagenet_")]
 RUN_CONFIGS = [p for p in ALL_CONFIGS if p not in PARSE_ONLY]
 # Configs that read files or are large are shrunk for a CPU smoke run on synthetic data of the same shape.
 ON_SYNTHETIC = ["--data.source", "synthetic", "--data.root", "null", "--data.batch_size", "4",
                 "--data.synthetic_samples", "8", "--data.num_workers", "0", "--trainer.precision", "32"]
 SHRINK = {"synthetic_vit_s.yaml": ["--model.img_size", "32", "--data.img_size", "32", "--data.batch_size", "4",
-                                   "--data.synthetic_samples", "8", "--model.model_kwargs", '{"depth": 1}']}
+                                   "--data.synthetic_samples", "8", "--model.model_kwargs", '{"depth": 1}'],
+          # the fine-tuning examples read a local weights file: the same configs without it (tests/models/
+          # test_pretrained.py loads a locally saved model through this path)
+          "finetune_pretrained_vit_dyt_tiny.yaml": [
+              "--model.model_kwargs", '{"pretrained": false, "patch_size": 2, "embed_dim": 64, "depth": 1, '
+              '"num_heads": 2, "global_pool": "avg", "class_token": false}'],
+          "finetune_pretrained_vit_dyt.yaml": ON_SYNTHETIC + [
+              "--model.img_size", "32", "--data.img_size", "32", "--model.model_kwargs",
+              '{"pretrained": false, "depth": 1}']}
 
 
 LANGUAGE_SMALL = ["--data.max_files", "4", "--data.seq_len", "32", "--model.max_seq_len", "32",
@@ -63,7 +72,23 @@ def _dna_shrink(config: str) -> list[str]:
             "--model.l_max", "64", "--trainer.precision", "32"]
 
 
+# the supplied text's Appendix A.3 recipes of the self-supervised ImageNet configs: (task, base lr, weight decay)
+SSL_RECIPES = {"imagenet_mae_vitb16_pretrain.yaml": ("MAEPretraining", 1.5e-4, 0.05),
+               "imagenet_dino_vitb16_pretrain.yaml": ("DINOPretraining", 7.5e-4, 0.04),
+               "imagenet_dino_vitb16_linear_probe.yaml": ("PretrainedViTEvaluation", 1e-3, 0.0)}
+
+
+def _ssl_shrink(config: str) -> list[str]:
+    """Self-supervised configs: no pretraining checkpoint to start from, CIFAR replaced by synthetic images."""
+    with open(config, encoding="utf-8") as f:
+        init = yaml.safe_load(f)["model"]["init_args"]
+    args = ["--model.init_from", "null"] if init.get("init_from") else []
+    return args + (ON_SYNTHETIC if "cifar" in os.path.basename(config) else [])
+
+
 def _shrink(config: str) -> list[str]:
+    if os.sep + "ssl" + os.sep in config:
+        return _ssl_shrink(config)
     if os.sep + "dna" + os.sep in config:
         return _dna_shrink(config)
     if os.sep + "speech" + os.sep in config and os.path.basename(config) != "tiny.yaml":
@@ -92,8 +117,19 @@ def test_cluster_config_parses(config, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     model = printed["model"]["init_args"]
     if os.path.basename(config).startswith("llama_"):
-        assert printed["trainer"]["strategy"] == "fsdp" and printed["trainer"]["precision"] == "bf16-mixed"
+        strategy = printed["trainer"]["strategy"]  # FSDP wrapping one decoder layer per unit
+        assert strategy["class_path"] == "lightning.pytorch.strategies.FSDPStrategy"
+        assert strategy["init_args"]["auto_wrap_policy"] == ["transformers.models.llama.modeling_llama.LlamaDecoderLayer"]
+        assert printed["trainer"]["precision"] == "bf16-mixed"
         assert model["norm"]["kind"] in ("rmsnorm", "dyt") and model["vocab_size"] == 32000
+        return
+    if os.sep + "ssl" + os.sep in config:  # MAE / DINO at the paper's scale: the task, its recipe, LN or DyT
+        assert printed["model"]["class_path"].endswith("." + SSL_RECIPES.get(os.path.basename(config), ("",))[0]) or \
+            os.path.basename(config) not in SSL_RECIPES
+        assert model["norm"]["kind"] in ("layernorm", "dyt") and printed["data"]["init_args"]["source"] == "imagefolder"
+        if os.path.basename(config) in SSL_RECIPES:
+            _, lr, wd = SSL_RECIPES[os.path.basename(config)]
+            assert (model["optim"]["lr"], model["optim"]["weight_decay"]) == (lr, wd)
         return
     if os.sep + "diffusion" + os.sep in config:  # DiT's recipe: constant 1e-4, no weight decay, no warmup; FID-50K
         assert model["norm"]["kind"] == "layernorm" and model["vae"] and model["fid"]["test_num_samples"] == 50000
@@ -107,7 +143,7 @@ def test_cluster_config_parses(config, capsys):
 
 
 def test_there_are_configs():
-    assert len(RUN_CONFIGS) >= 10 and len(PARSE_ONLY) == 8 + 4 + 4  # image, language, diffusion
+    assert len(RUN_CONFIGS) >= 10 and len(PARSE_ONLY) == 8 + 4 + 4 + 4  # image, language, diffusion, ssl
 
 
 def _init_args(path: str) -> tuple[dict, dict, dict]:

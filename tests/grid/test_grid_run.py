@@ -292,3 +292,26 @@ def test_a_misspelt_key_fails_once_before_any_cell_runs(make_grid, capsys):
     err = capsys.readouterr().err
     assert "does not parse" in err and "knd" in err
     assert not out.exists()  # nothing written, no cell started
+
+
+def test_a_grid_keeps_the_base_configs_logger(make_grid, tmp_path, capsys):
+    """A base config logging to TensorBoard: each cell logs there too (into its own directory), a CSV logger beside
+    it writes the metrics the leaderboard's curves read, and result.json sits in the cell directory."""
+    pytest.importorskip("tensorboard")
+    base = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    base["trainer"]["logger"] = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                                 "init_args": {"save_dir": str(tmp_path / "elsewhere")}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    path, out = make_grid("tb", {"model.norm.kind": ["layernorm", "dyt"]})
+    assert grid_main([str(path), "--workers", "2", "--no-check", "--progress", "plain"]) == 0
+    summary = _summary(out)
+    assert summary["counts"]["completed"] == 2
+    for cell in summary["cells"]:
+        cell_dir = out / cell["dir"]
+        assert read_result(cell_dir / "result.json").status == "completed"
+        assert list(cell_dir.glob("events.out.tfevents.*")), sorted(p.name for p in cell_dir.iterdir())
+        assert (cell_dir / "metrics.csv").is_file()
+    assert not (tmp_path / "elsewhere").exists()  # nothing written where the base config's logger pointed
+    capsys.readouterr()
+    assert leaderboard_main([str(out), "--format", "json"]) == 0
+    assert {c["axes"]["model.norm.kind"] for c in json.loads(capsys.readouterr().out)["cells"]} == {"layernorm", "dyt"}

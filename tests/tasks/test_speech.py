@@ -387,3 +387,31 @@ def test_throughput_unit_is_seconds_of_unpadded_audio(librispeech, tmp_path):
         assert seconds == pytest.approx(float(batch["attention_mask"].sum()) / SR)  # padding left out
         padded += seconds < batch["input_values"].numel() / SR
     assert padded  # at least one batch held padding, so the two measures differed
+
+
+def test_pretrained_weights_start_the_task_before_its_norms_are_replaced(tmp_path):
+    torch.manual_seed(0)
+    src = build_wav2vec2(wav2vec2_config("tiny", False, "group", 100, 0.1, 0.1, 0.65, 5, None))
+    src.save_pretrained(tmp_path / "w2v")
+    task = SpeechPretraining(**TINY, pretrained=str(tmp_path / "w2v"), norm={"kind": "dyt"})
+    fresh = SpeechPretraining(**TINY, norm={"kind": "dyt"})
+    own, other, reference = task.net.state_dict(), fresh.net.state_dict(), src.state_dict()
+    weights = [k for k in reference if k in own and "layer_norm" not in k and k.endswith(".weight")]
+    assert len(weights) >= 10
+    for name in weights:  # every non-norm weight is the folder's, not a fresh initialisation
+        torch.testing.assert_close(own[name], reference[name], rtol=0, atol=0)
+    assert any(not torch.equal(other[k], reference[k]) for k in weights)
+    assert sum(isinstance(m, SquashNorm) for m in task.net.modules()) == task.norm_report.total
+    with pytest.raises(FileNotFoundError, match="model.pretrained"):
+        SpeechPretraining(**TINY, pretrained=str(tmp_path / "none"))
+
+
+def test_sample_masks_without_transformers_names_the_speech_extra(monkeypatch):
+    import sys
+
+    from dyt_bench.versions import MissingExtraError
+
+    task = SpeechPretraining(**TINY)
+    monkeypatch.setitem(sys.modules, "transformers.models.wav2vec2.modeling_wav2vec2", None)
+    with pytest.raises(MissingExtraError, match=r"dyt-bench\[speech\]"):
+        task.sample_masks(2, 40, None, seed=0)
