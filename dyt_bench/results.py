@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import os
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -288,26 +287,11 @@ def load_torch_file(path: str | os.PathLike, field_name: str) -> Any:
 
 
 def collect_versions() -> dict[str, str]:
-    """:func:`dyt_bench.versions.library_versions` (every library of ``VERSIONED``, ``cuda`` with a CUDA build of
-    torch), without loading torch into a process that has not: a grid process stays free of it (importing it costs
-    seconds), and one stopped while loading it must not try again. ``cuda`` is then left out."""
+    """:func:`dyt_bench.versions.library_versions`: every library of ``VERSIONED``, and ``cuda`` with a CUDA build of
+    torch when torch is loaded (never loaded for it: a grid process stays free of torch)."""
     from dyt_bench.versions import library_versions
 
-    loaded = sys.modules.get("torch")
-    if loaded is not None and hasattr(loaded, "version"):
-        return library_versions()
-    # library_versions imports torch for its CUDA version and skips it when that import fails: make it fail here
-    absent = object()
-    saved = sys.modules.get("torch", absent)
-    sys.modules["torch"] = None  # type: ignore[assignment]  (an import of it raises ImportError)
-    try:
-        return library_versions()
-    finally:
-        if sys.modules.get("torch", absent) is None:
-            if saved is absent:
-                del sys.modules["torch"]
-            else:
-                sys.modules["torch"] = saved  # type: ignore[assignment]
+    return library_versions()
 
 
 def utc_now() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import platform
+import sys
 from importlib import metadata
 from types import ModuleType
 
@@ -45,20 +46,20 @@ def require(module: str, extra: str, feature: str) -> ModuleType:
 
 
 def library_versions() -> dict[str, str]:
-    """``python``, the version of every installed library in ``VERSIONED`` and, with a CUDA build of torch, ``cuda``."""
+    """``python``, the version of every installed library in ``VERSIONED`` and, with a CUDA build of torch already
+    loaded, ``cuda``."""
     out = {"python": platform.python_version()}
     for dist in VERSIONED:
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    try:
-        import torch
-
-        if torch.version.cuda:
-            out["cuda"] = torch.version.cuda
-    except ImportError:
-        pass
+    # torch's CUDA build only where torch is loaded already: importing it costs seconds (a grid process stays free of
+    # it), and a run records its versions after torch has long been loaded
+    torch = sys.modules.get("torch")
+    cuda = getattr(getattr(torch, "version", None), "cuda", None)
+    if cuda:
+        out["cuda"] = cuda
     return out
 
 

@@ -54,6 +54,23 @@ def test_ids_do_not_depend_on_the_other_axes_order_of_values(tmp_path):
     assert {c.id for c in a} == {c.id for c in b}
 
 
+def test_cell_loggers_keep_the_base_configs_own_after_a_csv_logger():
+    from dyt_bench.grid.spec import cell_loggers
+
+    tb = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "x", "log_graph": True}}
+    wandb = {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": {"project": "p"}}
+    other = {"class_path": "my.loggers.Custom", "init_args": {"where": "y"}}
+    csv_first = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                 "init_args": {"save_dir": "/c", "name": "", "version": ""}}
+    assert cell_loggers(None, "/c") == cell_loggers(False, "/c") == [csv_first]
+    assert cell_loggers(dict(csv_first, init_args={"save_dir": "z"}), "/c") == [csv_first]  # one CSV, in the cell
+    got = cell_loggers([tb, wandb, other], "/c")
+    assert got[0] == csv_first
+    assert got[1]["init_args"] == {"save_dir": "/c", "log_graph": True, "name": "", "version": ""}
+    assert got[2]["init_args"] == {"project": "p", "save_dir": "/c"}
+    assert got[3] == other  # a logger without a known save_dir argument is passed on unchanged
+
+
 def test_fit_args_put_the_axis_values_after_the_fixed_overrides(tmp_path):
     spec = load_grid(_write(tmp_path, _grid(overrides={"trainer.max_steps": 5, "model.norm.kind": "rmsnorm"})),
                      output=tmp_path / "out")
@@ -64,7 +81,9 @@ def test_fit_args_put_the_axis_values_after_the_fixed_overrides(tmp_path):
     assert kinds == ["layernorm"]  # the axis value wins over the fixed override of the same key
     assert args[args.index("--seed_everything") + 1] == "0"
     assert args[args.index("--trainer.default_root_dir") + 1] == str(cell.dir)
-    assert args[args.index("--trainer.logger.init_args.save_dir") + 1] == str(cell.dir)
+    loggers = json.loads(args[args.index("--trainer.logger") + 1])
+    assert loggers == [{"class_path": "lightning.pytorch.loggers.CSVLogger",
+                        "init_args": {"save_dir": str(cell.dir), "name": "", "version": ""}}]
     assert args[args.index("--trainer.max_steps") + 1] == "5"
 
 
@@ -158,5 +177,5 @@ def test_shipped_grid_files_are_valid(name, tmp_path):
     if not os.path.exists(os.path.join(os.path.dirname(path), raw["base"])):
         pytest.skip(f"{name}: its base config {raw['base']} is not in the repository yet")
     spec = load_grid(path, output=tmp_path)
-    assert spec.cells() and spec.leaderboard.get("rows") is not None
+    assert spec.cells() and (spec.leaderboard.get("rows") or spec.leaderboard.get("cols"))
     json.dumps(spec.to_dict())
