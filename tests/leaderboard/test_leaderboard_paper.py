@@ -15,7 +15,8 @@ TABLE8 = {("without α", "identity"): "Diverge", ("without α", "tanh"): 69.2, (
           ("without α", "sigmoid"): 66.3, ("with α", "identity"): "Diverge", ("with α", "tanh"): 73.5,
           ("with α", "hardtanh"): 71.7, ("with α", "sigmoid"): 70.2}
 TABLE11 = {"ResNet": {"batchnorm": 76.1, "layernorm": "Diverge", "dyt": 74.1},
-           "ViT": {"batchnorm": "Diverge", "layernorm": 82.3, "dyt": 82.6}}
+           "ViT": {"batchnorm": "Diverge", "layernorm": 82.3, "dyt": 82.6},
+           "VGG": {"batchnorm": 73.3, "layernorm": 70.2, "dyt": 72.1}}  # the supplied text's Table 11
 TABLE6 = {"Mouse Enhancers": (85.1, 85.1), "Coding vs Intergenomic": (91.3, 91.4), "Human vs Worm": (85.9, 85.9),
           "Human Enhancers Cohn": (74.2, 74.4), "Human Enhancers Ensembl": (89.2, 89.2),
           "Human Regulatory": (93.8, 93.7), "Human Non-TATA Promoters": (96.6, 96.5),
@@ -44,11 +45,11 @@ def test_table8_is_vit_tiny_with_identity_diverging(name):
 
 
 @pytest.mark.parametrize("name, archs", [("table11_bn_ln_dyt.yaml", ("ResNet-18", "ViT")),
-                                         ("imagenet/table11_bn_ln_dyt.yaml", ("ResNet-50", "ViT-B"))])
+                                         ("imagenet/table11_bn_ln_dyt.yaml", ("ResNet-50", "ViT-B", "VGG16"))])
 def test_table11_has_ln_resnet_and_bn_vit_as_diverge(name, archs):
     values = {(v["arch"], v["model.norm.kind"]): v["value"] for v in _raw(name)["paper"]["values"]}
-    expected = {(arch, kind): value for arch, row in zip(archs, TABLE11.values(), strict=True)
-                for kind, value in row.items()}
+    expected = {(arch, kind): value for arch, row in zip(archs, TABLE11.values(), strict=False)
+                for kind, value in row.items()}  # the digits grid has no VGG row
     assert values == expected
 
 
