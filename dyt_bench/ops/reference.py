@@ -15,7 +15,7 @@ CHANNEL_DIMS = (-1, 1)
 INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # what the error message names
 
 __all__ = ["ALL_FUNCTIONS", "CHANNEL_DIMS", "EXTRA_FUNCTIONS", "SQUASH_FUNCTIONS", "check_squash_args",
-           "squash_affine_reference"]
+           "squash_affine_reference", "squash_expression"]
 
 
 def _squash(z: torch.Tensor, fn: str) -> torch.Tensor:
@@ -71,7 +71,15 @@ def squash_affine_reference(
     ``weight``/``bias``/``shift`` may be ``None``. Differentiable in every tensor argument via autograd.
     """
     dim = check_squash_args(x, alpha, weight, bias, fn, channel_dim, shift)
-    compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return squash_expression(x, alpha, weight, bias, shift, fn, dim,
+                             torch.float64 if x.dtype == torch.float64 else torch.float32)
+
+
+def squash_expression(x, alpha, weight, bias, shift, fn: str, dim: int, compute_dtype: torch.dtype) -> torch.Tensor:
+    """``weight * f(alpha * x + shift) + bias`` as element-wise ops in ``compute_dtype``, returned in x's dtype, with
+    no argument checks (callers check). The final cast is made only where the dtype changes: a no-op ``.to`` as the
+    output of an ``autograd.Function`` traced by dynamo left its backward with zero upstream gradients (torch 2.11),
+    and the fused op's compiled forward is this expression."""
     xc = x.to(compute_dtype)
     a = alpha.to(compute_dtype).reshape(()) if isinstance(alpha, torch.Tensor) else alpha
     z = a * xc
@@ -82,4 +90,4 @@ def squash_affine_reference(
         y = y * _per_channel(weight.to(compute_dtype), xc, dim)
     if bias is not None:
         y = y + _per_channel(bias.to(compute_dtype), xc, dim)
-    return y.to(x.dtype)
+    return y if y.dtype == x.dtype else y.to(x.dtype)

@@ -18,8 +18,8 @@ import os
 import torch
 
 from dyt_bench.ops import FUSED_DTYPES
-from dyt_bench.ops.functions import ALL_FUNCTIONS, FUNCTIONS
-from dyt_bench.ops.reference import check_squash_args
+from dyt_bench.ops.functions import ALL_FUNCTIONS
+from dyt_bench.ops.reference import check_squash_args, squash_expression
 from dyt_bench.ops.triton.interpreter import interpreting
 from dyt_bench.ops.triton.launch import backward, forward
 
@@ -140,20 +140,8 @@ _apply_fused = super(torch.autograd.Function, _SquashAffineFunction).apply
 
 
 def _expression(x, alpha, weight, bias, shift, fn, channel_dim):
-    """The forward as element-wise ops in float32, in x's dtype. The final cast is made only where the dtype changes:
-    a no-op ``.to`` as the output of an ``autograd.Function`` traced by dynamo left its backward with zero upstream
-    gradients (torch 2.11)."""
-    z = alpha.float().reshape(()) * x.float()
-    if shift is not None:
-        z = z + shift.float().reshape(())
-    y = FUNCTIONS[fn].formula(z)
-    shape = [1] * x.dim()
-    shape[channel_dim] = -1
-    if weight is not None:
-        y = y * weight.float().view(shape)
-    if bias is not None:
-        y = y + bias.float().view(shape)
-    return y if y.dtype == x.dtype else y.to(x.dtype)
+    """The forward as element-wise ops in float32 (the reference's expression, as the kernels compute it)."""
+    return squash_expression(x, alpha, weight, bias, shift, fn, channel_dim % x.dim(), torch.float32)
 
 
 class _DecomposedForward(torch.autograd.Function):
