@@ -20,7 +20,7 @@ import shlex
 import sys
 import time
 
-from .sweep_checks import sweep_model
+from .sweep_checks import _round_trip, sweep_model  # noqa: F401 - _round_trip: importable from here
 from .sweep_models import (  # noqa: F401 - the sweep's vocabulary, importable from here
     DEFAULT_RESULTS,
     ROUND_TRIP_TOL,
