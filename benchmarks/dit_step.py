@@ -7,8 +7,9 @@
     python benchmarks/dit_step.py digits --smoke
 
 ``throughput``: each step is a full DiT training step — noise, hybrid loss (L_simple + L_vlb), backward, AdamW —
-on random latents with random labels and timesteps, after warm-up steps, for LayerNorm, DyT through the op's
-``impl='auto'`` (``--variants`` adds ``dyt-triton``), and DyT eager, in one process. ``digits``: runs ``configs/diffusion/dit_s2_digits.yaml`` once with LayerNorm and
+on random latents with random labels and timesteps, for LayerNorm, DyT through the op's ``impl='auto'``
+(``--variants`` adds ``dyt-triton``) and DyT eager, in one process: every variant is built first and, after warm-up,
+each round times every variant in turn (the median over rounds is reported). ``digits``: runs ``configs/diffusion/dit_s2_digits.yaml`` once with LayerNorm and
 once with DyT (each in its own process, same seed and budget), then tabulates loss, FID (the same offline extractor
 for both), steps/s and the sample grids, and plots the training-loss curves. Prints markdown tables (``--output``
 also writes them to a file).
@@ -18,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gc
 import glob
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -49,56 +50,67 @@ def environment() -> str:
 
 
 # --- throughput ------------------------------------------------------------------------------------------------------
-def measure_step(model_name: str, spec: NormSpec, batch: int, latent: int, channels: int, steps: int, warmup: int,
-                 precision: str, device: str, overrides: dict, profile: bool = False) -> tuple[float, float]:
-    """(training steps per second, peak GiB) of ``model_name`` with the norm ``spec``."""
-    torch.manual_seed(0)
-    net = build_dit(model_name, input_size=latent, in_channels=channels, num_classes=1000, **overrides)
-    replace_norms(net, spec)
-    net = net.to(device).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0, fused=device == "cuda")
-    diffusion = GaussianDiffusion.linear(1000)
-    x = torch.randn(batch, channels, latent, latent, device=device)
-    y = torch.randint(0, 1000, (batch,), device=device)
-    def step():
-        t = torch.randint(0, 1000, (batch,), device=device)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = diffusion.training_losses(lambda xt, tt: net(xt, tt, y), x, t)["loss"].mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+class DiTTrainer:
+    """One DiT with one norm, ready to take training steps on fixed synthetic latents."""
 
-    for _ in range(warmup):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
-    if profile and device == "cuda":
+    def __init__(self, model_name: str, spec: NormSpec, batch: int, latent: int, channels: int, precision: str,
+                 device: str, overrides: dict):
+        torch.manual_seed(0)
+        net = build_dit(model_name, input_size=latent, in_channels=channels, num_classes=1000, **overrides)
+        replace_norms(net, spec)
+        self.net = net.to(device).train()
+        self.opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0, fused=device == "cuda")
+        self.diffusion = GaussianDiffusion.linear(1000)
+        self.x = torch.randn(batch, channels, latent, latent, device=device)
+        self.y = torch.randint(0, 1000, (batch,), device=device)
+        self.batch, self.precision, self.device = batch, precision, device
+
+    def step(self) -> None:
+        t = torch.randint(0, 1000, (self.batch,), device=self.device)
+        with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            loss = self.diffusion.training_losses(lambda xt, tt: self.net(xt, tt, self.y), self.x, t)["loss"].mean()
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def steps_per_s(self, steps: int) -> tuple[float, float]:
+        """(steps per second, the steps' peak memory above what was resident before, GiB; NaN off CUDA)."""
+        cuda = self.device == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+            resident = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        if cuda:
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        peak = (torch.cuda.max_memory_allocated() - resident) / 2**30 if cuda else float("nan")
+        return steps / elapsed, peak
+
+    def profile(self, label: str) -> None:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
+        torch.cuda.synchronize()
         with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            step()
+            start = time.perf_counter()
+            self.step()
             torch.cuda.synchronize()
+            wall = time.perf_counter() - start
         events = prof.key_averages()
         cuda_ms = sum(e.self_device_time_total for e in events) / 1e3
-        print(f"one profiled step: GPU busy {cuda_ms:.1f} ms of {1e3 * elapsed / steps:.1f} ms wall per step")
-        print(events.table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=50))
-    return steps / elapsed, peak
+        print(f"### profile, {label}: wall {1e3 * wall:.1f} ms (profiler on), GPU busy {cuda_ms:.1f} ms")
+        print(events.table(sort_by="self_device_time_total", row_limit=10, max_name_column_width=50))
+        print(events.table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=50), flush=True)
 
 
 def run_throughput(args) -> str:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     overrides = {}
     if args.smoke:
-        args.model, args.batch, args.latent, args.steps, args.warmup = "DiT-S/4", 4, 8, 2, 1
+        args.model, args.batch, args.latent, args.steps, args.warmup, args.rounds = "DiT-S/4", 4, 8, 2, 1, 2
         overrides = {"depth": 1, "hidden_size": 64, "num_heads": 2}
         args.precision = "fp32"
     elif device != "cuda":
@@ -110,23 +122,35 @@ def run_throughput(args) -> str:
              "dyt-triton": NormSpec("dyt", impl="triton"), "dyt-eager": NormSpec("dyt", impl="eager")}
     variants = [(label, specs[label]) for label in args.variants
                 if label != "dyt-triton" or (device == "cuda" and triton_available())]
+    trainers = {label: DiTTrainer(args.model, spec, args.batch, args.latent, args.channels, args.precision, device,
+                                  overrides) for label, spec in variants}
+    for label, trainer in trainers.items():
+        print(f"{args.model} {label}: warm-up ...", flush=True)
+        for _ in range(args.warmup):
+            trainer.step()
+    # every round times each variant in turn (the order reversed every other round): a drift of clocks or of host
+    # load falls on all variants alike; the table gives the median over rounds
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label in trainers}
+    for r in range(args.rounds):
+        for label in (list(trainers) if r % 2 == 0 else list(reversed(trainers))):
+            runs[label].append(trainers[label].steps_per_s(args.steps))
+    if args.profile and device == "cuda":
+        for label, trainer in trainers.items():
+            trainer.profile(f"{args.model} {label}")
     rows, base = [], None
-    for label, spec in variants:
-        print(f"{args.model} {label} ...", flush=True)
-        steps_s, peak = measure_step(args.model, spec, args.batch, args.latent, args.channels, args.steps,
-                                     args.warmup, args.precision, device, overrides, args.profile)
-        gc.collect()
-        if device == "cuda":
-            torch.cuda.empty_cache()
+    for label, _ in variants:
+        steps_s = statistics.median(v for v, _ in runs[label])
+        peak = max(p for _, p in runs[label])
         base = base or steps_s
         rows.append(f"| {args.model} | {label} | {steps_s:.2f} | {steps_s * args.batch:.0f} | {steps_s / base:.3f} | "
                     f"{peak:.1f} |")
     return "\n".join([
         f"DiT training step (hybrid loss, AdamW), synthetic {args.latent}×{args.latent}×{args.channels} latents, "
-        f"batch {args.batch}, {args.precision}, {args.steps} timed steps after {args.warmup} warm-up"
+        f"batch {args.batch}, {args.precision}, median of {args.rounds} rounds of {args.steps} steps per variant "
+        f"(variants interleaved) after {args.warmup} warm-up steps"
         + (" — SMOKE (tiny shapes, not a measurement)" if args.smoke else ""),
         environment(), "",
-        "| model | norm | steps/s | images/s | vs LayerNorm | peak GiB |",
+        "| model | norm | steps/s | images/s | vs LayerNorm | step peak GiB above resident |",
         "|---|---|---|---|---|---|", *rows])
 
 
@@ -245,7 +269,8 @@ def main() -> None:
     tp.add_argument("--batch", type=int, default=256)
     tp.add_argument("--latent", type=int, default=32, help="latent side (256×256 images → 32)")
     tp.add_argument("--channels", type=int, default=4)
-    tp.add_argument("--steps", type=int, default=30)
+    tp.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
+    tp.add_argument("--rounds", type=int, default=5, help="rounds; each times every variant in turn (median)")
     tp.add_argument("--warmup", type=int, default=10)
     tp.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     tp.add_argument("--profile", action="store_true", help="print the top kernels of one profiled step per norm")

@@ -6,7 +6,10 @@ DyT eager, in the same run, on synthetic data.
     DYT_BENCH_COMPILED_FORWARD=custom_op python benchmarks/image_throughput.py --compile --variants dyt-auto
 
 Each step is a full training step (forward, backward, AdamW) under bf16 autocast, channels-last memory, on random
-224×224 images; the timed steps follow warm-up steps. Prints a markdown table (and writes it with --output).
+224×224 images. Every variant's model is built first; after warm-up, each round times every variant in turn (the order
+reversed every other round) and the table gives the median images/s over rounds, so a drift in clocks or in host load
+falls on all variants alike. Prints a markdown table (and writes it with --output); ``--profile`` adds one profiled
+step per variant (GPU busy against wall time, kernel count, the top GPU and host entries).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import gc
 import os
 import platform
+import statistics
 import time
 
 import torch
@@ -30,51 +34,88 @@ def baseline_kind(name: str) -> str:
     return next((kind for prefix, kind in BASELINE.items() if name.startswith(prefix)), "layernorm")
 
 
-def measure(model_name: str, spec: NormSpec | None, batch: int, steps: int, warmup: int, img_size: int,
-            compile_model: bool) -> tuple[float, float]:
-    """(images per second, peak GiB) of training ``model_name`` with the norm ``spec`` (None: as built)."""
-    torch.manual_seed(0)
-    model = build_image_model(model_name, num_classes=1000, img_size=img_size, in_chans=3)
-    if spec is not None:
-        replace_norms(model, spec)
-    model = model.cuda().to(memory_format=torch.channels_last).train()
-    if compile_model:
-        model = torch.compile(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    x = torch.randn(batch, 3, img_size, img_size, device="cuda").contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,), device="cuda")
+class Trainer:
+    """One model with one norm, ready to take training steps on a fixed synthetic batch."""
 
-    def step():
+    def __init__(self, model_name: str, spec: NormSpec | None, batch: int, img_size: int, compile_model: bool):
+        torch.manual_seed(0)
+        model = build_image_model(model_name, num_classes=1000, img_size=img_size, in_chans=3)
+        if spec is not None:
+            replace_norms(model, spec)
+        model = model.cuda().to(memory_format=torch.channels_last).train()
+        self.model = torch.compile(model) if compile_model else model
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        self.x = torch.randn(batch, 3, img_size, img_size, device="cuda").contiguous(memory_format=torch.channels_last)
+        self.y = torch.randint(0, 1000, (batch,), device="cuda")
+        self.batch = batch
+
+    def step(self) -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(self.model(self.x), self.y)
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
 
-    for _ in range(warmup):
-        step()
+    def images_per_s(self, steps: int) -> tuple[float, float]:
+        """(images per second over ``steps`` steps, the steps' peak memory above what was resident before, GiB)."""
+        torch.cuda.synchronize()
+        resident = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        return self.batch * steps / elapsed, (torch.cuda.max_memory_allocated() - resident) / 2**30
+
+
+def profile_step(trainer: Trainer, label: str) -> str:
+    """One profiled step: GPU busy time against wall time, kernel count, and the top host and GPU entries."""
+    from torch.profiler import ProfilerActivity, profile
+
     torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() / 2**30
-    return batch * steps / elapsed, peak
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        trainer.step()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    gpu_ms = sum(e.self_device_time_total for e in events) / 1e3
+    kernels = sum(e.count for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    return "\n".join([
+        f"### profile, {label}: wall {1e3 * wall:.1f} ms (profiler on), GPU busy {gpu_ms:.1f} ms, {kernels} GPU "
+        "kernels and copies", "",
+        events.table(sort_by="self_device_time_total", row_limit=10, max_name_column_width=60),
+        events.table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=60)])
+
+
+def measure_interleaved(trainers: dict, steps: int, warmup: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """{label: (median images/s over rounds, step peak GiB above resident memory)}: every round times each variant for
+    ``steps`` steps, in turn, so a drift of clocks or of the host (another process) falls on all variants alike."""
+    for trainer in trainers.values():
+        for _ in range(warmup):
+            trainer.step()
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label in trainers}
+    for r in range(rounds):
+        order = list(trainers) if r % 2 == 0 else list(reversed(trainers))  # ABC CBA ...: no variant always first
+        for label in order:
+            runs[label].append(trainers[label].images_per_s(steps))
+    return {label: (statistics.median(ips for ips, _ in v), max(peak for _, peak in v)) for label, v in runs.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["vit_base_patch16_224", "convnext_base", "resnet50"])
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; each times every variant in turn (median)")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--compile", action="store_true", help="torch.compile each model")
     parser.add_argument("--variants", nargs="+", default=["baseline", "dyt-auto", "dyt-eager"],
                         choices=["baseline", "dyt-auto", "dyt-triton", "dyt-eager"],
                         help="norms to time (baseline: the model's own; dyt-auto: the op's impl='auto')")
+    parser.add_argument("--profile", action="store_true", help="also profile one step of each variant")
     parser.add_argument("--output", help="also write the markdown table here")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -88,32 +129,47 @@ def main() -> None:
     lines = [
         f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; python {platform.python_version()}; "
         f"batch {args.batch}, {args.img_size}×{args.img_size}, bf16 autocast, channels-last, "
-        f"{'torch.compile, ' if args.compile else ''}{args.steps} timed steps after {args.warmup} warm-up"
+        f"{'torch.compile, ' if args.compile else ''}median of {args.rounds} rounds of {args.steps} steps per variant, "
+        f"variants interleaved, after {args.warmup} warm-up steps"
         + (f", compiled forward {os.environ.get('DYT_BENCH_COMPILED_FORWARD', 'decomposed')}" if args.compile else ""),
         "",
-        "| model | norm | images/s | vs baseline | peak GiB |",
+        "| model | norm | images/s | vs baseline | step peak GiB above resident |",
         "|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
+    profiles = []
     for name in args.models:
-        base = None
+        trainers, failed = {}, {}
         for label, spec in variants:
             try:
-                ips, peak = measure(name, spec, args.batch, args.steps, args.warmup, args.img_size, args.compile)
+                trainers[label] = Trainer(name, spec, args.batch, args.img_size, args.compile)
             except Exception as err:  # one variant failing (e.g. out of memory) must not hide the others
-                line = f"| {name} | {label} | failed: {type(err).__name__}: {str(err)[:80]} | | |"
-            else:
-                base = ips if spec is None else base
-                norm = baseline_kind(name) if spec is None else label
+                failed[label] = f"{type(err).__name__}: {str(err)[:80]}"
+        try:
+            results = measure_interleaved(trainers, args.steps, args.warmup, args.rounds)
+        except Exception as err:
+            results, failed = {}, {label: f"{type(err).__name__}: {str(err)[:80]}" for label in trainers} | failed
+        base = results.get("baseline", (None,))[0]
+        for label, spec in variants:
+            norm = baseline_kind(name) if spec is None else label
+            if label in results:
+                ips, peak = results[label]
                 rel = f"{ips / base:.3f}×" if base else ""
                 line = f"| {name} | {norm} | {ips:,.0f} | {rel} | {peak:.1f} |"
+            else:
+                line = f"| {name} | {norm} | failed: {failed.get(label, '')} | | |"
             lines.append(line)
             print(line, flush=True)
-            gc.collect()
-            torch.cuda.empty_cache()
+        if args.profile:
+            for label, trainer in trainers.items():
+                profiles.append(profile_step(trainer, f"{name} {label}"))
+                print(profiles[-1], flush=True)
+        del trainers
+        gc.collect()
+        torch.cuda.empty_cache()
     if args.output:
         with open(args.output, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write("\n".join(lines + [""] + profiles) + "\n")
 
 
 if __name__ == "__main__":
