@@ -112,8 +112,8 @@ def main(argv=None) -> int:
     launch.backward(dy, x, a, w, None, "tanh", 1, True, True, True, True, False)
     row("launch.backward (lean: both stages, 3 allocations)",
         lambda: launch.backward(dy, x, a, w, None, "tanh", 1, True, True, True, True, False))
-    row("autograd node, forward only (op's Function.apply)",
-        lambda: _apply_fused(xg, a, w, b, None, "tanh", 1))
+    row("squash_affine(impl=auto) with grad, forward only (its node)", lambda: squash_affine(xg, a, w, b))
+    row("the first-call path's node, forward only (no plan kept)", lambda: _apply_fused(xg, a, w, b, None, "tanh", 1))
     row("F.layer_norm forward with grad (no backward)",
         lambda: torch.nn.functional.layer_norm(xg, (cols,), ln.weight, ln.bias))
     print("the autograd engine alone:")

@@ -321,6 +321,73 @@ def test_lean_launch_plans_on_repeated_calls_with_fresh_inputs():
         assert any(plan for plan in launch._FWD_PLANS.values()) and any(plan for plan in launch._BWD_PLANS.values())
 
 
+def test_planned_calls_of_impl_auto_match_float64(monkeypatch):
+    """Calls of one signature after the first take the op's planned path (``op._PlannedFunction``: the launch plans
+    kept with the autograd node, the backward plan chosen by the gradients needed and the upstream gradient's
+    layout). Each call on fresh inputs against float64 math: every gradient, partial gradients, a transposed upstream
+    gradient, a shift, and no grad. On CUDA the plans are the real ones; under the interpreter, where Triton's C
+    launcher does not exist, they are stand-ins that launch the ordinary way, so what is checked there is the
+    bookkeeping around them (which plan, which gradients, in which order)."""
+    from dyt_bench.ops.triton import op as op_module
+
+    taken = {"fwd": 0, "bwd": 0}
+    if DEVICE != "cuda":
+        def run_forward(plan, x, a, w, b, s, index):
+            taken["fwd"] += 1
+            return launch.launch_forward(x, a, w, b, s, plan[0], plan[1])
+
+        def backward_with_plan(dy, x, a, w, s, fn, channel_dim, *need):
+            dx, out = launch.launch_backward(dy, x, a, w, s, fn, channel_dim, *need)
+            return dx, out, (fn, channel_dim, need)
+
+        def run_backward(plan, dy, x, a, w, s, index):
+            taken["bwd"] += 1
+            return launch.launch_backward(dy, x, a, w, s, plan[0], plan[1], *plan[2])
+
+        monkeypatch.setattr(op_module, "forward_plan", lambda x, a, w, b, s, fn, channel_dim: (fn, channel_dim))
+        monkeypatch.setattr(op_module, "run_forward", run_forward)
+        monkeypatch.setattr(op_module, "backward_with_plan", backward_with_plan)
+        monkeypatch.setattr(op_module, "run_backward", run_backward)
+    monkeypatch.setattr(op_module, "_OP_PLANS", {})
+    cases = [((6, 40, 96), -1, "tanh", False, None, ["x", "alpha", "weight", "bias"]),
+             ((3, 16, 5, 7), 1, "tanh", False, None, ["x", "alpha", "weight", "bias"]),
+             ((5, 33, 64), -1, "tanh", False, "transposed dy", ["x", "alpha", "bias"]),
+             ((5, 33, 64), -1, "tanh", False, None, ["weight"]),
+             ((4, 8, 48), -1, "erf", True, None, ["x", "alpha", "weight", "bias", "shift"])]
+    for shape, channel_dim, fn, shift, variant, grads_of in cases:
+        for call in range(3):
+            x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=77 * call + shape[1], shift=shift)
+            y64, g64 = float64_grads(x, a, w, b, s, dy, fn, channel_dim, grads_of)
+            leaves = {"x": x, "alpha": a.reshape(1), "weight": w, "bias": b, "shift": None if s is None else s.reshape(1)}
+            leaves = {k: None if v is None else v.float().to(DEVICE).requires_grad_(k in grads_of)
+                      for k, v in leaves.items()}
+            y = op_module.squash_affine_fused(leaves["x"], leaves["alpha"], leaves["weight"], leaves["bias"], fn,
+                                              channel_dim, leaves["shift"])
+            assert rel_err(y, y64) <= 1e-5, (shape, variant, call)
+            dy_in = dy.float().to(DEVICE)
+            if variant == "transposed dy":
+                dy_in = dy_in.transpose(0, 1).contiguous().transpose(0, 1)  # same values, other strides
+            grads = torch.autograd.grad(y, [leaves[k] for k in grads_of], dy_in)
+            for k, g in zip(grads_of, grads, strict=True):
+                want = g64[k].reshape(leaves[k].shape)
+                assert g.shape == leaves[k].shape and g.dtype == leaves[k].dtype, (shape, call, k)
+                # α and the shift are sums over every element: float32 accumulation, cancelling terms
+                assert rel_err(g, want) <= (1e-4 if k in ("alpha", "shift") else 1e-5), (shape, variant, call, k)
+            with torch.no_grad():
+                y2 = op_module.squash_affine_fused(leaves["x"], leaves["alpha"], leaves["weight"], leaves["bias"], fn,
+                                                   channel_dim, leaves["shift"])
+            assert rel_err(y2, y64) <= 1e-5 and not y2.requires_grad
+    plans = list(op_module._OP_PLANS.values())
+    assert len(plans) == 4, "one plan per signature (the two (5, 33, 64) cases share theirs)"
+    assert all(plan.bwd for plan in plans), "every signature made a backward plan"
+    assert max(len(plan.bwd) for plan in plans) == 2, "(5, 33, 64): a transposed dy with three grads, then one grad"
+    if DEVICE != "cuda":
+        # planned forwards: with grad, calls 2-3 of each case and call 1 of the case sharing a plan (11), and every
+        # no-grad call (15, the plan being made by the call before); planned backwards: call 3 of each case, calls 2-3
+        # of the sharing one (6: the first backward under a plan makes its backward plan)
+        assert taken == {"fwd": 26, "bwd": 6}
+
+
 def test_autocast_input_dtype_with_float32_parameters():
     device_type = "cuda" if DEVICE == "cuda" else "cpu"
     lin = torch.nn.Linear(32, 32).to(DEVICE)

@@ -277,3 +277,29 @@ def test_device_tuning_by_device_name_and_its_merge_under_a_functions_own():
         if knobs.bwd_tile is not None:  # a device's knob reaches the heuristic
             assert choose_blocks(50432, 768, "bwd", True, "tanh", 132, None, kind).block_r * \
                 choose_blocks(50432, 768, "bwd", True, "tanh", 132, None, kind).block_l == knobs.bwd_tile
+
+
+def test_h200_tuning_reaches_the_tiles_it_names_and_no_others():
+    """The H200 entry (benchmarks/ops.py --sweep-device): 4096-element forward tiles where the tile is not a wide token
+    tile, 512-column backward blocks on feature maps of 8192+ positions; wide token tiles, token backward tiles and
+    short maps keep the shared constants."""
+    from dyt_bench.ops.triton.blocks import BWD_LONG_MAP_COLS
+
+    def both(*args):
+        return choose_blocks(*args, 132, None, "h200"), choose_blocks(*args, 132, None, "default")
+
+    h200, default = both(50432, 768, "fwd", True, "tanh")  # tokens, one 1024-column masked block: narrow
+    assert h200.block_r * h200.block_l == 4096 and default.block_r * default.block_l == 2048
+    assert h200.block_l == default.block_l and h200.num_warps == default.num_warps
+    h200, default = both(128 * 256, 56 * 56, "fwd", False, "tanh")  # feature maps: 2048-column blocks, 2 rows
+    assert (h200.block_r, h200.block_l) == (2, 2048) and (default.block_r, default.block_l) == (1, 2048)
+    assert both(32768, 4096, "fwd", True, "tanh")[0] == both(32768, 4096, "fwd", True, "tanh")[1]  # wide: unchanged
+    assert both(50432, 768, "bwd", True, "tanh")[0] == both(50432, 768, "bwd", True, "tanh")[1]
+    h200, default = both(64 * 96, 112 * 112, "bwd", False, "tanh")
+    assert 112 * 112 >= BWD_LONG_MAP_COLS and (h200.block_l, default.block_l) == (512, 256)
+    assert h200.block_r * h200.block_l == default.block_r * default.block_l == 2048  # the same tile, reshaped
+    assert both(128 * 256, 56 * 56, "bwd", False, "tanh")[0] == both(128 * 256, 56 * 56, "bwd", False, "tanh")[1]
+    # a sweep's Overrides still see exactly what they set (the device's tuning is left out)
+    knobs = Overrides(fwd_tile=2048)
+    assert choose_blocks(50432, 768, "fwd", True, "tanh", 132, knobs, "h200") == \
+        choose_blocks(50432, 768, "fwd", True, "tanh", 132, knobs, "default")

@@ -17,7 +17,7 @@ from typing import NamedTuple
 # two); wider rows take FWD_MAX_COLS_BLOCK-column blocks, feature maps at most FWD_MAP_MAX_COLS_BLOCK (the wide tiles
 # were slower there). A token column block of FWD_WIDE_COLS columns or more (rows of 1025+ channels) is "wide": tiles
 # of max(FWD_WIDE_TILE elements, two rows) on FWD_WIDE_WARPS warps (FWD_WIDEST_WARPS from FWD_WIDEST_COLS columns);
-# every other tile holds FWD_TILE elements on FWD_WARPS warps.
+# every other tile holds FWD_TILE elements (``fwd_narrow_tile``) on FWD_WARPS warps.
 FWD_TILE = 2048
 FWD_WARPS = 4
 FWD_MAX_COLS_BLOCK = 4096
@@ -30,11 +30,13 @@ FWD_WIDEST_COLS = 4096
 FWD_WIDEST_WARPS = 16
 
 # Backward: tiles of BWD_TILE elements; tokens with a column block dividing C (at most 1024 columns, masked cover
-# when no power of two ≥ DIVISOR_MIN_COLS divides C) on 4 warps, feature maps with 256-column blocks on 8 warps.
+# when no power of two ≥ DIVISOR_MIN_COLS divides C) on 4 warps, feature maps with 256-column blocks on 8 warps
+# (``bwd_long_map_max_cols_block`` for maps of BWD_LONG_MAP_COLS positions or more, where a device's tuning sets it).
 BWD_TILE = 2048
 BWD_TOKEN_MAX_COLS_BLOCK = 1024
 BWD_TOKEN_WARPS = 4
 BWD_MAP_MAX_COLS_BLOCK = 256
+BWD_LONG_MAP_COLS = 8192
 BWD_MAP_WARPS = 8
 DIVISOR_MIN_COLS = 64
 
@@ -56,7 +58,10 @@ class Overrides:
     ``*_tile``: elements per tile; ``*_max_cols_block``: the cap on a column block; ``*_cols_mode``: ``"cover"`` (the
     power of two ≥ cols, capped) or ``"divisor"`` (the largest power of two ≤ the cap dividing cols);
     ``*_block_r`` / ``*_block_l``: the tile's rows / columns outright; ``*_maxnreg``: registers per thread (ptxas);
-    ``fwd_wide_maxnreg``: the same for the forward's wide token tiles only (wins over ``fwd_maxnreg`` there).
+    ``fwd_wide_maxnreg``: the same for the forward's wide token tiles only (wins over ``fwd_maxnreg`` there);
+    ``fwd_narrow_tile``: elements per forward tile where the tile is not a wide token tile (``fwd_tile`` sets both);
+    ``bwd_long_map_max_cols_block``: the backward's column-block cap on feature maps of ``BWD_LONG_MAP_COLS``
+    positions or more (``bwd_max_cols_block`` sets every cap).
     """
 
     fwd_tile: int | None = None
@@ -68,6 +73,7 @@ class Overrides:
     fwd_block_l: int | None = None
     fwd_maxnreg: int | None = None
     fwd_wide_maxnreg: int | None = None
+    fwd_narrow_tile: int | None = None
     bwd_tile: int | None = None
     bwd_warps: int | None = None
     bwd_max_cols_block: int | None = None
@@ -77,6 +83,7 @@ class Overrides:
     bwd_maxnreg: int | None = None
     programs_per_sm: int | None = None
     min_iters_per_program: int | None = None
+    bwd_long_map_max_cols_block: int | None = None
 
 
 NO_OVERRIDES = Overrides()
@@ -91,12 +98,14 @@ FUNCTION_TUNING: MappingProxyType[tuple[str, bool], Overrides] = MappingProxyTyp
 
 # A device's own tuning, by device kind (``launch.device_kind``: a marker in the CUDA device's name), under every
 # function's own tuning; a device of no listed kind takes the constants above (swept on an H100). The H200 entry comes
-# from ``benchmarks/ops.py --sweep-h200`` on an H200 (docs/benchmarks.md).
+# from ``benchmarks/ops.py --only none --sweep-device`` on an H200 (docs/benchmarks.md, "Per-device tuning"): forward
+# tiles of 4096 elements where they are not wide token tiles (50432×768 bf16: 79.9 → 82.9 % of the floor), and 512-
+# column backward blocks on long feature maps (64×96×112×112 bf16: 77.7 → 86.2 %; at 56×56 the 256 blocks stay).
 DEFAULT_DEVICE = "default"
 DEVICE_NAMES: MappingProxyType[str, str] = MappingProxyType({"h200": "H200", "h100": "H100"})
 DEVICE_TUNING: MappingProxyType[str, Overrides] = MappingProxyType({
     "h100": NO_OVERRIDES,
-    "h200": NO_OVERRIDES,
+    "h200": Overrides(fwd_narrow_tile=4096, bwd_long_map_max_cols_block=512),
 })
 
 
@@ -180,7 +189,7 @@ def _forward_blocks(rows: int, cols: int, channels_last: bool, knobs: Overrides)
         cap = max(cap, next_pow2(cols))
     block_l = knobs.fwd_block_l or cols_block(cols, cap, _given(knobs.fwd_cols_mode, "cover"))
     wide = channels_last and block_l >= FWD_WIDE_COLS
-    tile = knobs.fwd_tile or (max(FWD_WIDE_TILE, 2 * block_l) if wide else FWD_TILE)
+    tile = knobs.fwd_tile or (max(FWD_WIDE_TILE, 2 * block_l) if wide else _given(knobs.fwd_narrow_tile, FWD_TILE))
     block_r = knobs.fwd_block_r or max(1, min(tile // block_l, next_pow2(rows)))
     warps = knobs.fwd_warps
     if warps is None:
@@ -195,6 +204,8 @@ def _backward_blocks(rows: int, cols: int, channels_last: bool, sm_count: int, k
         cap, mode, warps = BWD_TOKEN_MAX_COLS_BLOCK, "divisor", BWD_TOKEN_WARPS
     else:
         cap, mode, warps = BWD_MAP_MAX_COLS_BLOCK, "cover", BWD_MAP_WARPS
+        if cols >= BWD_LONG_MAP_COLS:
+            cap = _given(knobs.bwd_long_map_max_cols_block, cap)
     cap, mode, warps = (_given(knobs.bwd_max_cols_block, cap), _given(knobs.bwd_cols_mode, mode),
                         _given(knobs.bwd_warps, warps))
     block_l = knobs.bwd_block_l or cols_block(cols, cap, mode)

@@ -234,8 +234,10 @@ def launch_kernel(kernel, grid: tuple[int, int], device: torch.device, num_warps
 # ordinary way above and compiles; it keeps each kernel's launcher handle (``_Handle``), grid and the arguments that
 # do not change between calls (sizes, constexprs). Later calls pass pointers as integers (no per-pointer driver
 # query) and skip Triton's Python runner, its launch-metadata dictionary and the enter / exit hooks (a profiler that
-# installs hooks after a plan was made does not see these launches). Inputs whose pointers are not 16-byte aligned,
-# kernels that need scratch memory, and the interpreter take the ordinary path every call.
+# installs hooks after a plan was made does not see these launches). A call whose pointers are not all 16-byte aligned
+# (the compiled kernels assume it), kernels that need scratch memory, and the interpreter take the ordinary path.
+# The op (op.py) keeps the forward plan of a call with its autograd node, and the backward plans made under it, so its
+# backward looks up nothing but the plan for its incoming gradient's layout.
 
 
 class _Handle(NamedTuple):
@@ -288,6 +290,7 @@ class _BackwardPlan(NamedTuple):
     need_dx: bool
     has_w: bool
     has_s: bool
+    channel_dim: int
 
 
 _FWD_PLANS: dict[tuple, _ForwardPlan | None] = {}
@@ -305,6 +308,24 @@ def _aligned(*tensors) -> bool:
     return bits & 15 == 0
 
 
+def run_forward(plan: _ForwardPlan, x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, index: int):
+    """One forward through ``plan`` (made for this call signature); None when a pointer is not 16-byte aligned (the
+    compiled kernel assumes it), and the caller takes the ordinary launch."""
+    xv = x.contiguous() if plan.copy else x
+    xp = xv.data_ptr()
+    ap = alpha.data_ptr()
+    sp = shift.data_ptr() if plan.has_s else ap
+    wp = weight.data_ptr() if plan.has_w else xp
+    bp = bias.data_ptr() if plan.has_b else xp
+    if (xp | ap | sp | wp | bp) & 15:
+        return None
+    y = torch.empty_like(xv)
+    h = plan.handle
+    h.launch(plan.grid[0], plan.grid[1], 1, _stream(index), h.function, h.cooperative, h.pdl, None, None,
+             h.metadata, None, None, None, xp, y.data_ptr(), ap, sp, wp, bp, *plan.tail)
+    return y
+
+
 def forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, channel_dim: int) -> torch.Tensor:
     """:func:`launch_forward` through a plan (``channel_dim`` non-negative; the arguments already checked)."""
     index = x.get_device()
@@ -312,16 +333,10 @@ def forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, 
            None if bias is None else bias.dtype, None if shift is None else shift.dtype, fn, channel_dim)
     plan = _FWD_PLANS.get(key, False)
     if plan:
-        xv = x.contiguous() if plan.copy else x
-        y = torch.empty_like(xv)
-        xp = xv.data_ptr()
-        ap = alpha.data_ptr()
-        h = plan.handle
-        h.launch(plan.grid[0], plan.grid[1], 1, _stream(index), h.function, h.cooperative, h.pdl, None, None,
-                 h.metadata, None, None, None, xp, y.data_ptr(), ap, shift.data_ptr() if plan.has_s else ap,
-                 weight.data_ptr() if plan.has_w else xp, bias.data_ptr() if plan.has_b else xp, *plan.tail)
-        return y
-    if plan is None or not x.is_cuda or interpreting() or not _aligned(x, alpha, weight, bias, shift):
+        y = run_forward(plan, x, alpha, weight, bias, shift, index)
+        if y is not None:
+            return y
+    if plan is not False or not x.is_cuda or interpreting() or not _aligned(x, alpha, weight, bias, shift):
         return launch_forward(x, alpha, weight, bias, shift, fn, channel_dim)
     xv, y, call = _forward_call(x, alpha, weight, bias, shift, fn, channel_dim, None)
     if call is None:
@@ -336,52 +351,80 @@ def forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, 
     return y
 
 
+def forward_plan(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, channel_dim: int):
+    """The plan :func:`forward` made for this call signature, or None (none yet, or none possible)."""
+    key = (x.shape, x.stride(), x.dtype, x.get_device(), alpha.dtype, None if weight is None else weight.dtype,
+           None if bias is None else bias.dtype, None if shift is None else shift.dtype, fn, channel_dim)
+    return _FWD_PLANS.get(key)
+
+
+def run_backward(plan: _BackwardPlan, dy, x, alpha, weight, shift, index: int):
+    """One backward through ``plan``: (dx or None, the float32 sums), or None when a pointer is not 16-byte aligned
+    (the caller takes the ordinary launch)."""
+    xv = x.contiguous() if plan.copy else x
+    if plan.dy_copy:
+        dy = same_memory_order(dy, xv, plan.channel_dim)
+    xp = xv.data_ptr()
+    ap = alpha.data_ptr()
+    dyp = dy.data_ptr()
+    sp = shift.data_ptr() if plan.has_s else ap
+    wp = weight.data_ptr() if plan.has_w else xp
+    if (xp | ap | dyp | sp | wp) & 15:
+        return None
+    dx = torch.empty_like(xv) if plan.need_dx else None
+    buffer = xv.new_empty(plan.n_buffer, dtype=torch.float32)
+    out = xv.new_empty(2 * plan.channels + 2, dtype=torch.float32)
+    part = buffer.data_ptr()
+    scal = part + 4 * plan.n_part
+    stream = _stream(index)
+    h = plan.first
+    h.launch(plan.first_grid[0], plan.first_grid[1], 1, stream, h.function, h.cooperative, h.pdl, None, None,
+             h.metadata, None, None, None, dyp, xp, ap, sp, wp, dx.data_ptr() if plan.need_dx else xp, part, scal,
+             *plan.first_tail)
+    h = plan.second
+    h.launch(plan.second_grid[0], plan.second_grid[1], 1, stream, h.function, h.cooperative, h.pdl, None, None,
+             h.metadata, None, None, None, part, scal, out.data_ptr(), *plan.second_tail)
+    return dx, out
+
+
 def backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds):
     """:func:`launch_backward` through a plan (``channel_dim`` non-negative); dx may be None when not needed."""
+    dx, out, _ = backward_with_plan(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da,
+                                    need_ds)
+    return dx, out
+
+
+def backward_with_plan(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da, need_ds):
+    """:func:`backward`, also returning the plan of this call signature (None where none is possible)."""
     index = x.get_device()
     key = (x.shape, x.stride(), dy.stride(), x.dtype, dy.dtype, index, alpha.dtype,
            None if weight is None else weight.dtype, None if shift is None else shift.dtype, fn, channel_dim, need_dx,
            need_dw, need_db, need_da, need_ds)
     plan = _BWD_PLANS.get(key, False)
     if plan:
-        xv = x.contiguous() if plan.copy else x
-        if plan.dy_copy:
-            dy = same_memory_order(dy, xv, channel_dim)
-        xp = xv.data_ptr()
-        ap = alpha.data_ptr()
-        dx = torch.empty_like(xv) if plan.need_dx else None
-        buffer = xv.new_empty(plan.n_buffer, dtype=torch.float32)
-        out = xv.new_empty(2 * plan.channels + 2, dtype=torch.float32)
-        part = buffer.data_ptr()
-        scal = part + 4 * plan.n_part
-        stream = _stream(index)
-        h = plan.first
-        h.launch(plan.first_grid[0], plan.first_grid[1], 1, stream, h.function, h.cooperative, h.pdl, None, None,
-                 h.metadata, None, None, None, dy.data_ptr(), xp, ap, shift.data_ptr() if plan.has_s else ap,
-                 weight.data_ptr() if plan.has_w else xp, dx.data_ptr() if plan.need_dx else xp, part, scal,
-                 *plan.first_tail)
-        h = plan.second
-        h.launch(plan.second_grid[0], plan.second_grid[1], 1, stream, h.function, h.cooperative, h.pdl, None, None,
-                 h.metadata, None, None, None, part, scal, out.data_ptr(), *plan.second_tail)
-        return dx, out
-    if plan is None or not x.is_cuda or interpreting() or not _aligned(dy, x, alpha, weight, shift):
-        return launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da,
-                               need_ds)
+        result = run_backward(plan, dy, x, alpha, weight, shift, index)
+        if result is not None:
+            return result[0], result[1], plan
+    if plan is not False or not x.is_cuda or interpreting() or not _aligned(dy, x, alpha, weight, shift):
+        dx, out = launch_backward(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw, need_db, need_da,
+                                  need_ds)
+        return dx, out, None
     dyv, dx, out, buffer, calls = _backward_calls(dy, x, alpha, weight, shift, fn, channel_dim, need_dx, need_dw,
                                                   need_db, need_da, need_ds, None)
     if calls is None:
-        return dx, out
+        return dx, out, None
     compiled = [launch_kernel(kernel, grid, x.device, warps, maxnreg, **args)
                 for kernel, grid, warps, maxnreg, args in calls[:2]]
     handles = [_handle(c) for c in compiled]
+    made = None
     if len(_BWD_PLANS) < MAX_PLANS:
-        if None in handles:
-            _BWD_PLANS[key] = None
-        else:
+        if None not in handles:
             (k1, g1, _, _, a1), (k2, g2, _, _, a2), n_part = calls
             v1 = [a1[name] for name in k1.arg_names]
             v2 = [a2[name] for name in k2.arg_names]
-            _BWD_PLANS[key] = _BackwardPlan(
+            made = _BackwardPlan(
                 a1["X"] is not x, dyv is not dy, handles[0], g1, tuple(v1[8:]), handles[1], g2, tuple(v2[3:]),
-                n_part, buffer.numel(), out.numel() // 2 - 1, need_dx, weight is not None, shift is not None)
-    return dx, out
+                n_part, buffer.numel(), out.numel() // 2 - 1, need_dx, weight is not None, shift is not None,
+                channel_dim)
+        _BWD_PLANS[key] = made
+    return dx, out, made

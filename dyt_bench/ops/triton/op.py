@@ -2,7 +2,10 @@
 and the ``torch.library`` registration with autograd.
 
 Eager calls take a plain ``autograd.Function`` (its C ``apply``, without the Python wrapper) around the lean launches
-of ``launch.py``; under ``no_grad`` the forward is launched with no autograd node. Under ``torch.compile`` the op
+of ``launch.py``; under ``no_grad`` the forward is launched with no autograd node. Through ``impl="auto"``
+(:func:`squash_affine_fused`) the first call of a signature checks the arguments and makes the launch plans; later
+calls find them with one look-up and carry them on their autograd node (``_PlannedFunction``), so the backward looks
+up only the plan for the gradients it needs and its upstream gradient's layout. Under ``torch.compile`` the op
 enters the graph as :func:`compiled_forward` says: by default its forward as the element-wise expression (inductor
 fuses it with the residual add or cast around it) with the backward as the custom op
 ``dyt_bench::squash_affine_backward`` (the one-pass fused reduction, left opaque); or, with
@@ -21,7 +24,15 @@ from dyt_bench.ops import FUSED_DTYPES
 from dyt_bench.ops.functions import ALL_FUNCTIONS
 from dyt_bench.ops.reference import check_squash_args, squash_expression
 from dyt_bench.ops.triton.interpreter import interpreting
-from dyt_bench.ops.triton.launch import backward, forward
+from dyt_bench.ops.triton.launch import (
+    MAX_PLANS,
+    backward,
+    backward_with_plan,
+    forward,
+    forward_plan,
+    run_backward,
+    run_forward,
+)
 
 FUSED_FUNCTIONS = ALL_FUNCTIONS  # every function of the registry has its kernel branch
 
@@ -208,26 +219,83 @@ def squash_affine_triton(
     return _apply_fused(x, alpha_t, weight, bias, shift_t, fn, channel_dim)
 
 
-_VALID: set = set()  # argument signatures that passed check_squash_args (their shapes and fn)
+class _OpPlan:
+    """What one checked call signature of the op needs on later calls: the forward plan (``launch.forward_plan``),
+    the backward plans made under it (by the backward's own key: which inputs need gradients, and the incoming
+    gradient's strides and dtype), and the arguments the backward's ordinary path takes."""
+
+    __slots__ = ("fwd", "bwd", "fn", "channel_dim", "bias_dtype")
+
+    def __init__(self, fwd, fn: str, channel_dim: int, bias_dtype):
+        self.fwd, self.bwd, self.fn, self.channel_dim, self.bias_dtype = fwd, {}, fn, channel_dim, bias_dtype
+
+
+MAX_BACKWARD_PLANS = 64  # per forward plan: the layouts and gradient needs one signature meets
+
+
+class _PlannedFunction(torch.autograd.Function):
+    """:class:`_SquashAffineFunction` for a signature with an :class:`_OpPlan`: the forward launches through the plan
+    and the node keeps it, so the backward builds no signature of its own."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, weight, bias, shift, plan, index):
+        ctx.save_for_backward(x)
+        ctx.state = (alpha, weight, shift, plan, index)
+        y = run_forward(plan.fwd, x, alpha, weight, bias, shift, index)
+        return y if y is not None else forward(x, alpha, weight, bias, shift, plan.fn, plan.channel_dim)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        alpha, weight, shift, plan, index = ctx.state
+        need = ctx.needs_input_grad  # x, alpha, weight, bias, shift, plan, index
+        key = (need, dy.stride(), dy.dtype)
+        bwd = plan.bwd.get(key)
+        result = None if bwd is None else run_backward(bwd, dy, x, alpha, weight, shift, index)
+        if result is None:
+            dx, sums, made = backward_with_plan(dy, x, alpha, weight, shift, plan.fn, plan.channel_dim, need[0],
+                                                need[2], need[3], need[1], need[4])
+            if made is not None and len(plan.bwd) < MAX_BACKWARD_PLANS:
+                plan.bwd[key] = made
+        else:
+            dx, sums = result
+        return _gradients(dx, sums, alpha, weight, shift, plan.bias_dtype, need)
+
+
+_apply_planned = super(torch.autograd.Function, _PlannedFunction).apply
+
+_OP_PLANS: dict[tuple, _OpPlan] = {}  # checked call signatures (shapes, strides, dtypes, device, fn) → plan
 
 
 def squash_affine_fused(x: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor | None,
                         bias: torch.Tensor | None, fn: str, channel_dim: int, shift: torch.Tensor | None):
-    """The hot path of ``impl="auto"`` on a CUDA tensor of a fused dtype with tensor α (and shift): the checks run
-    once per argument signature, then straight to the launches."""
+    """The hot path of ``impl="auto"`` on a CUDA tensor of a fused dtype with tensor α (and shift): the first call of
+    a signature checks the arguments and makes the launch plans; later calls of it go straight to the launches."""
     if torch.compiler.is_compiling() or not isinstance(alpha, torch.Tensor) or (
             shift is not None and not isinstance(shift, torch.Tensor)):
         return squash_affine_triton(x, alpha, weight, bias, fn=fn, channel_dim=channel_dim, shift=shift)
-    signature = (x.shape, alpha.shape, None if weight is None else weight.shape, None if bias is None else bias.shape,
-                 None if shift is None else shift.shape, fn, channel_dim)
-    if signature not in _VALID:
-        check_squash_args(x, alpha, weight, bias, fn, channel_dim, shift)
-        if len(_VALID) < 4096:
-            _VALID.add(signature)
-    if channel_dim < 0:
-        channel_dim += x.dim()
-    if torch._C._are_functorch_transforms_active():
-        return _SquashAffineFunction.apply(x, alpha, weight, bias, shift, fn, channel_dim)
+    index = x.get_device()
+    key = (x.shape, x.stride(), x.dtype, index, alpha.shape, alpha.dtype,
+           None if weight is None else (weight.shape, weight.dtype), None if bias is None else (bias.shape, bias.dtype),
+           None if shift is None else (shift.shape, shift.dtype), fn, channel_dim)
+    plan = _OP_PLANS.get(key)
+    functorch = torch._C._are_functorch_transforms_active()
+    if plan is not None and not functorch:
+        if torch.is_grad_enabled():
+            return _apply_planned(x, alpha, weight, bias, shift, plan, index)
+        y = run_forward(plan.fwd, x, alpha, weight, bias, shift, index)
+        if y is not None:
+            return y
+    check_squash_args(x, alpha, weight, bias, fn, channel_dim, shift)
+    dim = channel_dim + x.dim() if channel_dim < 0 else channel_dim
+    if functorch:
+        return _SquashAffineFunction.apply(x, alpha, weight, bias, shift, fn, dim)
     if not torch.is_grad_enabled():  # inference: no autograd node at all
-        return forward(x, alpha, weight, bias, shift, fn, channel_dim)
-    return _apply_fused(x, alpha, weight, bias, shift, fn, channel_dim)
+        y = forward(x, alpha, weight, bias, shift, fn, dim)
+    else:
+        y = _apply_fused(x, alpha, weight, bias, shift, fn, dim)
+    if plan is None and len(_OP_PLANS) < MAX_PLANS:
+        fwd = forward_plan(x, alpha, weight, bias, shift, fn, dim)
+        if fwd is not None:
+            _OP_PLANS[key] = _OpPlan(fwd, fn, dim, None if bias is None else bias.dtype)
+    return y
