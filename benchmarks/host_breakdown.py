@@ -56,6 +56,20 @@ class _PyIdentity(torch.autograd.Function):
         return dy
 
 
+class _PyLeaves(torch.autograd.Function):
+    """y = x (a view) with any number of extra leaves whose gradients are views of one fresh buffer: the engine's
+    and the gradient accumulation's cost per leaf, with no work in the node."""
+
+    @staticmethod
+    def forward(ctx, x, *leaves):
+        ctx.sizes = tuple(t.numel() for t in leaves)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return (dy, *dy.new_empty(sum(ctx.sizes), dtype=torch.float32).split_with_sizes(ctx.sizes))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="4096x1024", help="tokens x channels (bf16)")
@@ -128,6 +142,14 @@ def main(argv=None) -> int:
 
     row("backward() through a C++ node (x * 1)", engine_cpp)
     row("backward() through a Python Function returning dy", engine_py)
+    for n_leaves, leaves in ((2, (w, b)), (3, (a, w, b))):
+        def engine_leaves(leaves=leaves):
+            _PyLeaves.apply(xg, *leaves).backward(dy)
+            xg.grad = None
+            for t in leaves:
+                t.grad = None
+
+        row(f"the same with {n_leaves} more leaves ({'γ, β' if n_leaves == 2 else 'α, γ, β'})", engine_leaves)
     print("whole calls (modules):")
     for name, m in (("nn.LayerNorm", ln), ("DyT impl=auto", dyt)):
         params = list(m.parameters())
@@ -144,6 +166,10 @@ def main(argv=None) -> int:
 
         row(f"{name}: forward, no grad", fwd)
         row(f"{name}: forward + backward", fwd_bwd)
+    # the same leaves on both sides: α fixed (DyT's one extra parameter tensor is the extra leaf LayerNorm lacks)
+    a.requires_grad_(False)
+    row("DyT impl=auto, α fixed (x, γ, β need grads, as LayerNorm): fwd + bwd", lambda: fwd_bwd(dyt, [w, b]))
+    a.requires_grad_(True)
     if args.profile:
         import cProfile
         import pstats
