@@ -3,7 +3,7 @@ DyT eager, in the same run, on synthetic data.
 
     python benchmarks/image_throughput.py --models vit_base_patch16_224 convnext_base resnet50 --batch 256
     python benchmarks/image_throughput.py --models vit_base_patch16_224 --compile
-    DYT_BENCH_COMPILED_FORWARD=custom_op python benchmarks/image_throughput.py --compile --variants dyt-auto
+    python benchmarks/image_throughput.py --compile --variants baseline dyt-auto-decomposed dyt-auto-inductor
 
 Each step is a full training step (forward, backward, AdamW) under bf16 autocast, channels-last memory, on random
 224×224 images. Every variant's model is built first; after warm-up, each round times every variant in turn (the order
@@ -28,6 +28,9 @@ from dyt_bench.models.image import build_image_model
 from dyt_bench.norms import NormSpec, replace_norms
 
 BASELINE = {"resnet": "batchnorm", "vgg": "batchnorm"}
+COMPILED_FORWARD_ENV = "DYT_BENCH_COMPILED_FORWARD"  # dyt_bench.ops.triton.op.compiled_forward
+# variants that pin how the op enters a compiled graph (the others take the environment's choice)
+COMPILED_MODES = {"dyt-auto-inductor": "inductor", "dyt-auto-custom-op": "custom_op", "dyt-auto-decomposed": "decomposed"}
 
 
 def baseline_kind(name: str) -> str:
@@ -92,9 +95,19 @@ def profile_step(trainer: Trainer, label: str) -> str:
 def measure_interleaved(trainers: dict, steps: int, warmup: int, rounds: int) -> dict[str, tuple[float, float]]:
     """{label: (median images/s over rounds, step peak GiB above resident memory)}: every round times each variant for
     ``steps`` steps, in turn, so a drift of clocks or of the host (another process) falls on all variants alike."""
-    for trainer in trainers.values():
-        for _ in range(warmup):
-            trainer.step()
+    for label, trainer in trainers.items():
+        mode = COMPILED_MODES.get(label)  # read by the op when the graph is traced: in the first warm-up step
+        saved = os.environ.get(COMPILED_FORWARD_ENV)
+        if mode:
+            os.environ[COMPILED_FORWARD_ENV] = mode
+        try:
+            for _ in range(warmup):
+                trainer.step()
+        finally:
+            if mode and saved is None:
+                del os.environ[COMPILED_FORWARD_ENV]
+            elif mode:
+                os.environ[COMPILED_FORWARD_ENV] = saved
     runs: dict[str, list[tuple[float, float]]] = {label: [] for label in trainers}
     for r in range(rounds):
         order = list(trainers) if r % 2 == 0 else list(reversed(trainers))  # ABC CBA ...: no variant always first
@@ -113,8 +126,9 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--compile", action="store_true", help="torch.compile each model")
     parser.add_argument("--variants", nargs="+", default=["baseline", "dyt-auto", "dyt-eager"],
-                        choices=["baseline", "dyt-auto", "dyt-triton", "dyt-eager"],
-                        help="norms to time (baseline: the model's own; dyt-auto: the op's impl='auto')")
+                        choices=["baseline", "dyt-auto", "dyt-triton", "dyt-eager", *COMPILED_MODES],
+                        help="norms to time (baseline: the model's own; dyt-auto: the op's impl='auto'; "
+                             "dyt-auto-MODE: the same, entering a compiled graph as MODE says)")
     parser.add_argument("--profile", action="store_true", help="also profile one step of each variant")
     parser.add_argument("--output", help="also write the markdown table here")
     args = parser.parse_args()
@@ -124,7 +138,7 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     specs = {"baseline": None, "dyt-auto": NormSpec("dyt", impl="auto"), "dyt-triton": NormSpec("dyt", impl="triton"),
-             "dyt-eager": NormSpec("dyt", impl="eager")}
+             "dyt-eager": NormSpec("dyt", impl="eager")} | {label: NormSpec("dyt", impl="auto") for label in COMPILED_MODES}
     variants = [(label, specs[label]) for label in args.variants]
     lines = [
         f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; python {platform.python_version()}; "

@@ -234,12 +234,13 @@ def test_custom_op_registration_fake_and_autograd():
     torch.library.opcheck(op, (xf, a, torch.ones(8, device=DEVICE), None, None, "sigmoid", 1))
 
 
-@pytest.mark.parametrize("mode", ["decomposed", "custom_op"])
+@pytest.mark.parametrize("mode", ["decomposed", "inductor", "custom_op"])
 @pytest.mark.parametrize("impl", ["triton", "auto"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_compiles_without_graph_break_and_matches_float64(monkeypatch, mode, impl, dtype):
-    """Both ways into a compiled graph (the forward decomposed or a custom op; the backward the fused kernels), with
-    a residual add before and an activation after, fullgraph: the loss and every gradient against float64 math."""
+    """Every way into a compiled graph (the forward decomposed or a custom op, with the fused backward; or inductor's
+    own forward and backward of the element-wise expression), with a residual add before and an activation after,
+    fullgraph: the loss and every gradient against float64 math."""
     monkeypatch.setenv("DYT_BENCH_COMPILED_FORWARD", mode)
     torch._dynamo.reset()
     if impl == "auto" and DEVICE != "cuda":
