@@ -33,7 +33,8 @@ class SourceNorm:
     ``weight_offset``: the layer multiplies by ``weight + weight_offset`` (Gemma's and Nemotron's ``1 + w``: 1.0).
     ``activation``: class name of a fused layer's activation, which surgery keeps. ``how``: ``declared`` (the class
     or its attributes say it) or ``probed`` (checked by running the layer). ``num_features`` 0: a layer without
-    weight that works on any width and does not declare one.
+    weight that works on any width and does not declare one. ``eps_from_dtype``: the layer's epsilon is the machine
+    epsilon of its input's dtype (``torch.nn.RMSNorm(eps=None)``); ``eps`` is then None.
     """
 
     num_features: int
@@ -45,6 +46,7 @@ class SourceNorm:
     weight_offset: float = 0.0
     activation: str | None = None
     how: str = "declared"
+    eps_from_dtype: bool = False
 
     @property
     def centred(self) -> bool:
@@ -212,7 +214,8 @@ def _from_table(m: nn.Module, family: str) -> SourceNorm:
     layout = declared_layout(m) or "channels_last"
     # RMSNorm has no β by definition, not by the model's choice: a replacement keeps its own β (DyT: γ·tanh(αx) + β)
     bias = affine if family == "rmsnorm" else has_bias
-    return SourceNorm(n, layout, affine, bias, _eps(m), family, activation=_activation(m))
+    from_dtype = isinstance(m, nn.RMSNorm) and m.eps is None  # torch's RMSNorm: eps None = finfo(x.dtype).eps
+    return SourceNorm(n, layout, affine, bias, _eps(m), family, activation=_activation(m), eps_from_dtype=from_dtype)
 
 
 def _match(patterns, m: nn.Module) -> str | None:

@@ -181,10 +181,17 @@ def _width_free_reason(spec: NormSpec) -> str | None:
 
 
 def _build_for(info: SourceNorm, spec: NormSpec, device=None, dtype=None) -> nn.Module:
+    eps = info.eps
+    if info.eps_from_dtype and spec.eps is None:
+        # torch.nn.RMSNorm(eps=None): a new torch RMSNorm keeps that rule; any other layer takes float32's epsilon
+        eps = torch.finfo(torch.float32).eps
     if info.num_features == 0:  # weightless, any width: a point-wise layer without γ/β needs no width
-        return build_norm(spec, 1, info.layout, affine=False, bias=False, eps=info.eps, device=device, dtype=dtype)
-    return build_norm(spec, info.num_features, info.layout, affine=info.affine, bias=info.bias, eps=info.eps,
-                      device=device, dtype=dtype)
+        return build_norm(spec, 1, info.layout, affine=False, bias=False, eps=eps, device=device, dtype=dtype)
+    layer = build_norm(spec, info.num_features, info.layout, affine=info.affine, bias=info.bias, eps=eps,
+                       device=device, dtype=dtype)
+    if info.eps_from_dtype and spec.eps is None and type(layer) is nn.RMSNorm:
+        layer.eps = None
+    return layer
 
 
 def _replacement(module: nn.Module, info: SourceNorm, spec: NormSpec, inherit_affine: bool) -> tuple[nn.Module, bool]:

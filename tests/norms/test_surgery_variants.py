@@ -151,19 +151,35 @@ def test_gemma_one_plus_w_inherited_into_dyt_gamma():
 
 
 @pytest.mark.parametrize("make, kind", [(lambda: nn.LayerNorm(8), "layernorm"), (lambda: nn.RMSNorm(8), "rmsnorm"),
+                                        (lambda: nn.RMSNorm(8, eps=1e-5), "rmsnorm"),
                                         (lambda: nn.BatchNorm1d(8), "batchnorm")])
-def test_same_kind_round_trip_with_inherit_affine(make, kind):
-    torch.manual_seed(0)  # the same draw whatever ran before (nn.RMSNorm's eps=None is not carried exactly)
-    reference = make()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_same_kind_round_trip_with_inherit_affine(make, kind, dtype):
+    """Replacing a norm by its own kind with inherit_affine gives the same function: bitwise in float32 and float64
+    (nn.RMSNorm's eps=None, the input dtype's machine epsilon, is carried as that rule)."""
+    torch.manual_seed(0)
+    reference = make().to(dtype)
     _randomise(reference)
     if kind == "batchnorm":
-        reference.train()(torch.randn(16, 8) * 2 + 1)  # non-trivial running statistics
+        reference.train()(torch.randn(16, 8, dtype=dtype) * 2 + 1)  # non-trivial running statistics
     reference.eval()
     model = nn.Sequential(copy.deepcopy(reference))
     report = replace_norms(model, kind, inherit_affine=True)
     assert report.inherited == 1 and "inherited by 1" in str(report)
-    x = torch.randn(4, 8)
-    torch.testing.assert_close(model(x), reference(x), rtol=1e-6, atol=1e-6)
+    assert getattr(model[0], "eps", None) == getattr(reference, "eps", None)
+    x = torch.randn(4, 8, dtype=dtype) * 3 + 1
+    torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
+
+
+def test_rmsnorm_eps_none_becomes_float32_epsilon_in_another_statistics_kind():
+    """A LayerNorm replacing nn.RMSNorm(eps=None) takes float32's machine epsilon (the closest fixed value), checked
+    against F.layer_norm with that epsilon in float64."""
+    model = nn.Sequential(nn.RMSNorm(8).double())
+    replace_norms(model, "layernorm")
+    assert model[0].eps == torch.finfo(torch.float32).eps
+    x = torch.randn(3, 8, dtype=torch.float64) * 1e-3
+    torch.testing.assert_close(model(x), F.layer_norm(x, (8,), eps=torch.finfo(torch.float32).eps),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_default_is_fresh_gamma_beta():
