@@ -91,7 +91,10 @@ def run_tasks(tasks: list[tuple], jobs: int, timeout: float, on_done, deadline: 
                 value, why = conn.recv(), ""
             except EOFError:
                 proc.join(5)
-                value, why = None, f"worker died (exit code {proc.exitcode})"
+                code = proc.exitcode
+                why = (f"worker killed by signal {-code}, not by the sweep (a resource limit: memory, most likely)"
+                       if code is not None and code < 0 else f"worker died (exit code {code})")
+                value = None
             proc.join(5)
             if proc.is_alive():
                 proc.kill()
