@@ -101,5 +101,5 @@ def test_compiled_forward_is_chosen_by_its_environment_variable(monkeypatch):
         monkeypatch.setenv(COMPILED_FORWARD_ENV, mode)
         assert compiled_forward() == mode
     monkeypatch.setenv(COMPILED_FORWARD_ENV, "fused")
-    with pytest.raises(ValueError, match="DYT_BENCH_COMPILED_FORWARD.*decomposed, custom_op.*'fused'"):
+    with pytest.raises(ValueError, match="DYT_BENCH_COMPILED_FORWARD.*decomposed, inductor, custom_op.*'fused'"):
         compiled_forward()
