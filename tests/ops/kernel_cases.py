@@ -290,7 +290,7 @@ def test_lean_launch_plans_on_repeated_calls_with_fresh_inputs():
             x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=1000 * call + len(shape) + shape[1])
             misaligned = variant == "misaligned" and call > 0  # call 0 aligned: it makes the signature's plan
             if misaligned:  # a view one element into its storage: pointers not 16-byte aligned
-                flat = torch.randn(x.numel() + 1, dtype=torch.float64)
+                flat = torch.randn(x.numel() + 1, dtype=torch.float64, generator=torch.Generator().manual_seed(call))
                 x = flat[1:].view(shape)
             y64, g64 = float64_grads(x, a, w, b, s, dy, "tanh", channel_dim, grads_of)
             if variant == "transposed dy":

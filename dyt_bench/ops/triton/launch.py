@@ -308,6 +308,11 @@ def _aligned(*tensors) -> bool:
     return bits & 15 == 0
 
 
+def _forward_key(x, alpha, weight, bias, shift, fn: str, channel_dim: int, index: int) -> tuple:
+    return (x.shape, x.stride(), x.dtype, index, alpha.dtype, None if weight is None else weight.dtype,
+            None if bias is None else bias.dtype, None if shift is None else shift.dtype, fn, channel_dim)
+
+
 def run_forward(plan: _ForwardPlan, x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, index: int):
     """One forward through ``plan`` (made for this call signature); None when a pointer is not 16-byte aligned (the
     compiled kernel assumes it), and the caller takes the ordinary launch."""
@@ -329,8 +334,7 @@ def run_forward(plan: _ForwardPlan, x: torch.Tensor, alpha: torch.Tensor, weight
 def forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, channel_dim: int) -> torch.Tensor:
     """:func:`launch_forward` through a plan (``channel_dim`` non-negative; the arguments already checked)."""
     index = x.get_device()
-    key = (x.shape, x.stride(), x.dtype, index, alpha.dtype, None if weight is None else weight.dtype,
-           None if bias is None else bias.dtype, None if shift is None else shift.dtype, fn, channel_dim)
+    key = _forward_key(x, alpha, weight, bias, shift, fn, channel_dim, index)
     plan = _FWD_PLANS.get(key, False)
     if plan:
         y = run_forward(plan, x, alpha, weight, bias, shift, index)
@@ -353,9 +357,7 @@ def forward(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, 
 
 def forward_plan(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, channel_dim: int):
     """The plan :func:`forward` made for this call signature, or None (none yet, or none possible)."""
-    key = (x.shape, x.stride(), x.dtype, x.get_device(), alpha.dtype, None if weight is None else weight.dtype,
-           None if bias is None else bias.dtype, None if shift is None else shift.dtype, fn, channel_dim)
-    return _FWD_PLANS.get(key)
+    return _FWD_PLANS.get(_forward_key(x, alpha, weight, bias, shift, fn, channel_dim, x.get_device()))
 
 
 def run_backward(plan: _BackwardPlan, dy, x, alpha, weight, shift, index: int):
