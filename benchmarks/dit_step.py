@@ -106,6 +106,18 @@ class DiTTrainer:
         print(events.table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=50), flush=True)
 
 
+PYTHON_NODE = "dyt-auto-pynode"  # impl="auto" with the op's C++ autograd node off (dyt_bench.ops.triton.native)
+
+
+def select_node(label: str) -> None:
+    """The op's C++ autograd node on for every variant but ``dyt-auto-pynode`` (set before each of its steps)."""
+    try:
+        from dyt_bench.ops.triton import native
+    except ImportError:  # no Triton: no C++ node either
+        return
+    native.set_enabled(label != PYTHON_NODE)
+
+
 def run_throughput(args) -> str:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     overrides = {}
@@ -119,13 +131,15 @@ def run_throughput(args) -> str:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     specs = {"layernorm": NormSpec("layernorm"), "dyt-auto": NormSpec("dyt", impl="auto"),
-             "dyt-triton": NormSpec("dyt", impl="triton"), "dyt-eager": NormSpec("dyt", impl="eager")}
+             "dyt-triton": NormSpec("dyt", impl="triton"), "dyt-eager": NormSpec("dyt", impl="eager"),
+             PYTHON_NODE: NormSpec("dyt", impl="auto")}
     variants = [(label, specs[label]) for label in args.variants
                 if label != "dyt-triton" or (device == "cuda" and triton_available())]
     trainers = {label: DiTTrainer(args.model, spec, args.batch, args.latent, args.channels, args.precision, device,
                                   overrides) for label, spec in variants}
     for label, trainer in trainers.items():
         print(f"{args.model} {label}: warm-up ...", flush=True)
+        select_node(label)
         for _ in range(args.warmup):
             trainer.step()
     # every round times each variant in turn (the order reversed every other round): a drift of clocks or of host
@@ -133,9 +147,11 @@ def run_throughput(args) -> str:
     runs: dict[str, list[tuple[float, float]]] = {label: [] for label in trainers}
     for r in range(args.rounds):
         for label in (list(trainers) if r % 2 == 0 else list(reversed(trainers))):
+            select_node(label)
             runs[label].append(trainers[label].steps_per_s(args.steps))
     if args.profile and device == "cuda":
         for label, trainer in trainers.items():
+            select_node(label)
             trainer.profile(f"{args.model} {label}")
     rows, base = [], None
     for label, _ in variants:
@@ -275,8 +291,9 @@ def main() -> None:
     tp.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     tp.add_argument("--profile", action="store_true", help="print the top kernels of one profiled step per norm")
     tp.add_argument("--variants", nargs="+", default=["layernorm", "dyt-auto", "dyt-eager"],
-                    choices=["layernorm", "dyt-auto", "dyt-triton", "dyt-eager"],
-                    help="norms to time (dyt-auto: the op's impl='auto')")
+                    choices=["layernorm", "dyt-auto", "dyt-triton", "dyt-eager", PYTHON_NODE],
+                    help="norms to time (dyt-auto: the op's impl='auto'; dyt-auto-pynode: the same with its Python "
+                         "autograd node, not the C++ one)")
     dg = sub.add_parser("digits", help="DiT-S/2 on digits: LN vs DyT training with FID")
     dg.add_argument("--config", default="configs/diffusion/dit_s2_digits.yaml")
     dg.add_argument("--kinds", nargs="+", default=["layernorm", "dyt"])

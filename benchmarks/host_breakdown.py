@@ -12,7 +12,8 @@ whose host side is slower than its kernels is timed by its host side. Rows:
   without an autograd node;
 - the autograd engine alone: ``backward()`` through a C++ node (``x * 1``) and through a Python ``autograd.Function``
   whose backward returns its input, so the engine's own cost is not charged to the op;
-- whole calls: module forward (no grad), module forward + backward, for DyT (``impl="auto"``) and LayerNorm.
+- whole calls: module forward (no grad), module forward + backward, for LayerNorm and DyT (``impl="auto"``), DyT
+  with its C++ autograd node (``dyt_bench/ops/triton/native.py``) and with its Python one.
 
 ``--profile`` adds a cProfile of the DyT module's forward + backward (the Python frames only).
 """
@@ -151,8 +152,16 @@ def main(argv=None) -> int:
 
         row(f"the same with {n_leaves} more leaves ({'γ, β' if n_leaves == 2 else 'α, γ, β'})", engine_leaves)
     print("whole calls (modules):")
-    for name, m in (("nn.LayerNorm", ln), ("DyT impl=auto", dyt)):
+    from dyt_bench.ops.triton import native
+
+    for _ in range(3):  # the C++ node's variant is made by the second call's backward (and built here if need be)
+        dyt(xg).backward(dy)
+    print(f"  (the C++ node: {'built' if native.module() is not None else native.unavailable_reason()})")
+    for name, m, node in (("nn.LayerNorm", ln, None), ("DyT impl=auto, C++ node", dyt, True),
+                          ("DyT impl=auto, Python node", dyt, False)):
         params = list(m.parameters())
+        if node is not None:
+            native.set_enabled(node)
 
         def fwd(m=m):
             with torch.no_grad():
@@ -168,8 +177,29 @@ def main(argv=None) -> int:
         row(f"{name}: forward + backward", fwd_bwd)
     # the same leaves on both sides: α fixed (DyT's one extra parameter tensor is the extra leaf LayerNorm lacks)
     a.requires_grad_(False)
-    row("DyT impl=auto, α fixed (x, γ, β need grads, as LayerNorm): fwd + bwd", lambda: fwd_bwd(dyt, [w, b]))
+    for node in (True, False):
+        native.set_enabled(node)
+        row(f"DyT impl=auto, {'C++' if node else 'Python'} node, α fixed (x, γ, β need grads, as LayerNorm): fwd + bwd",
+            lambda: fwd_bwd(dyt, [w, b]))
     a.requires_grad_(True)
+    native.set_enabled(True)
+    times = dict(out)
+    ln_fb = times["nn.LayerNorm: forward + backward"]
+    print("ratios to nn.LayerNorm's forward + backward: " + ", ".join(
+        f"{node} node {times[f'DyT impl=auto, {node} node: forward + backward'] / ln_fb:.3f}×"
+        for node in ("C++", "Python")))
+    # DiT's norms: no γ / β, so eager DyT is two C++ nodes (mul, tanh) against the op's one node
+    print("no γ / β (DiT's norms), whole calls:")
+    bare = build_norm(NormSpec("dyt", impl="auto", affine=False), cols).cuda()
+    bare_eager = build_norm(NormSpec("dyt", impl="eager", affine=False), cols).cuda()
+    ln_bare = nn.LayerNorm(cols, elementwise_affine=False, dtype=torch.bfloat16).cuda()
+    for _ in range(3):
+        bare(xg).backward(dy)
+    for name, m, node in (("nn.LayerNorm, no affine", ln_bare, None), ("DyT impl=auto, C++ node", bare, True),
+                          ("DyT impl=auto, Python node", bare, False), ("DyT impl=eager", bare_eager, None)):
+        native.set_enabled(node is not False)
+        row(f"{name}: forward + backward", lambda m=m: fwd_bwd(m, list(m.parameters())))
+    native.set_enabled(True)
     if args.profile:
         import cProfile
         import pstats

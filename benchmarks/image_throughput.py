@@ -31,6 +31,14 @@ BASELINE = {"resnet": "batchnorm", "vgg": "batchnorm"}
 COMPILED_FORWARD_ENV = "DYT_BENCH_COMPILED_FORWARD"  # dyt_bench.ops.triton.op.compiled_forward
 # variants that pin how the op enters a compiled graph (the others take the environment's choice)
 COMPILED_MODES = {"dyt-auto-inductor": "inductor", "dyt-auto-custom-op": "custom_op", "dyt-auto-decomposed": "decomposed"}
+PYTHON_NODE = "dyt-auto-pynode"  # impl="auto" with the op's C++ autograd node off (dyt_bench.ops.triton.native)
+
+
+def select_node(label: str) -> None:
+    """The op's C++ autograd node on for every variant but ``dyt-auto-pynode`` (set before each of its steps)."""
+    from dyt_bench.ops.triton import native
+
+    native.set_enabled(label != PYTHON_NODE)
 
 
 def baseline_kind(name: str) -> str:
@@ -101,6 +109,7 @@ def measure_interleaved(trainers: dict, steps: int, warmup: int, rounds: int) ->
         if mode:
             os.environ[COMPILED_FORWARD_ENV] = mode
         try:
+            select_node(label)
             for _ in range(warmup):
                 trainer.step()
         finally:
@@ -112,6 +121,7 @@ def measure_interleaved(trainers: dict, steps: int, warmup: int, rounds: int) ->
     for r in range(rounds):
         order = list(trainers) if r % 2 == 0 else list(reversed(trainers))  # ABC CBA ...: no variant always first
         for label in order:
+            select_node(label)
             runs[label].append(trainers[label].images_per_s(steps))
     return {label: (statistics.median(ips for ips, _ in v), max(peak for _, peak in v)) for label, v in runs.items()}
 
@@ -126,8 +136,9 @@ def main() -> None:
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--compile", action="store_true", help="torch.compile each model")
     parser.add_argument("--variants", nargs="+", default=["baseline", "dyt-auto", "dyt-eager"],
-                        choices=["baseline", "dyt-auto", "dyt-triton", "dyt-eager", *COMPILED_MODES],
+                        choices=["baseline", "dyt-auto", "dyt-triton", "dyt-eager", PYTHON_NODE, *COMPILED_MODES],
                         help="norms to time (baseline: the model's own; dyt-auto: the op's impl='auto'; "
+                             "dyt-auto-pynode: the same with its Python autograd node, not the C++ one; "
                              "dyt-auto-MODE: the same, entering a compiled graph as MODE says)")
     parser.add_argument("--profile", action="store_true", help="also profile one step of each variant")
     parser.add_argument("--output", help="also write the markdown table here")
@@ -138,7 +149,8 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     specs = {"baseline": None, "dyt-auto": NormSpec("dyt", impl="auto"), "dyt-triton": NormSpec("dyt", impl="triton"),
-             "dyt-eager": NormSpec("dyt", impl="eager")} | {label: NormSpec("dyt", impl="auto") for label in COMPILED_MODES}
+             "dyt-eager": NormSpec("dyt", impl="eager")} | {label: NormSpec("dyt", impl="auto")
+                                                           for label in (*COMPILED_MODES, PYTHON_NODE)}
     variants = [(label, specs[label]) for label in args.variants]
     lines = [
         f"GPU: {torch.cuda.get_device_name()}; torch {torch.__version__}; python {platform.python_version()}; "
@@ -176,6 +188,7 @@ def main() -> None:
             print(line, flush=True)
         if args.profile:
             for label, trainer in trainers.items():
+                select_node(label)
                 profiles.append(profile_step(trainer, f"{name} {label}"))
                 print(profiles[-1], flush=True)
         del trainers

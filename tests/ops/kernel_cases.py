@@ -284,7 +284,8 @@ def test_lean_launch_plans_on_repeated_calls_with_fresh_inputs():
              ((3, 16, 5, 7), 1, torch.channels_last, ["x", "weight"]),
              ((5, 33, 64), -1, "transposed dy", ["x", "alpha", "bias"]),
              ((2, 31, 64), -1, "misaligned", ["x", "alpha", "weight", "bias"]),
-             ((4, 8, 48), -1, None, ["alpha"])]
+             ((4, 8, 48), -1, None, ["alpha"]),
+             ((4, 24, 40), -1, "stored channels-first", ["x", "alpha", "weight", "bias"])]
     for shape, channel_dim, variant, grads_of in cases:
         for call in range(3):
             x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=1000 * call + len(shape) + shape[1])
@@ -306,12 +307,17 @@ def test_lean_launch_plans_on_repeated_calls_with_fresh_inputs():
             xt = xt.to(DEVICE)
             if transform is not None:
                 xt = transform(xt)
+            if variant == "stored channels-first":  # (B, N, C) with strides (N·C, 1, N): a patch embedding's stream
+                xt = xt.transpose(1, 2).contiguous().transpose(1, 2)
+                assert launch.matrix_view(xt, channel_dim)[0] is xt, "the channels-first kernels take it uncopied"
             leaves = {"x": xt, "alpha": a.float().to(DEVICE), "weight": w.float().to(DEVICE),
                       "bias": b.float().to(DEVICE)}
             leaves = {k: v.detach().requires_grad_(k in grads_of) for k, v in leaves.items()}
             y = squash_affine_triton(leaves["x"], leaves["alpha"], leaves["weight"], leaves["bias"],
                                      channel_dim=channel_dim)
             assert rel_err(y, y64) <= 1e-5, (shape, variant, call)
+            if variant == "stored channels-first":
+                assert y.stride() == xt.stride(), "the output keeps the input's memory order"
             grads = torch.autograd.grad(y, [leaves[k] for k in grads_of], dy_in.float().to(DEVICE))
             for k, g in zip(grads_of, grads, strict=True):
                 assert g.shape == leaves[k].shape and g.dtype == leaves[k].dtype, k
@@ -389,6 +395,90 @@ def test_planned_calls_of_impl_auto_match_float64(monkeypatch):
         # no-grad call (15, the plan being made by the call before); planned backwards: call 3 of each case, calls 2-3
         # of the sharing one (6: the first backward under a plan makes its backward plan)
         assert taken == {"fwd": 26, "bwd": 6}
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="the C++ node launches compiled kernels through the CUDA driver")
+def test_native_node_matches_the_python_node_bitwise_and_float64(monkeypatch):
+    """The C++ autograd node (native.py) launches the kernels the Python node would, with the same plans: so on
+    fresh inputs its output and every gradient are bitwise those of the Python node on the same inputs, and within
+    float64 tolerance. Tokens and feature maps, channels-last memory, bfloat16 input with float32 and bfloat16
+    parameters, partial gradients, a transposed upstream gradient, no γ / β (DiT's norms), α of shape (1,) and (),
+    Derf's shift, and a misaligned view (the C++ node declines it, the Python path takes it)."""
+    from dyt_bench.ops.triton import native
+    from dyt_bench.ops.triton import op as op_module
+
+    if native.module() is None:
+        pytest.skip(f"the C++ node cannot be built here: {native.unavailable_reason()}")
+    monkeypatch.setattr(op_module, "_OP_PLANS", {})
+    monkeypatch.setattr(native, "_enabled", True)
+    f32, bf16 = torch.float32, torch.bfloat16
+    # shape, channel_dim, fn, shift, x dtype, parameter dtype, variant, gradients of
+    cases = [((6, 40, 96), -1, "tanh", False, f32, f32, None, ["x", "alpha", "weight", "bias"]),
+             ((3, 16, 5, 7), 1, "tanh", False, f32, f32, None, ["x", "alpha", "weight", "bias"]),
+             ((3, 16, 5, 7), 1, "tanh", False, f32, f32, torch.channels_last, ["x", "alpha", "weight"]),
+             ((4, 64, 256), -1, "tanh", False, bf16, f32, None, ["x", "alpha", "weight", "bias"]),
+             ((4, 64, 256), -1, "tanh", False, bf16, bf16, None, ["x", "alpha", "weight", "bias"]),
+             ((5, 33, 64), -1, "tanh", False, f32, f32, "transposed dy", ["x", "alpha", "bias"]),
+             ((5, 33, 64), -1, "tanh", False, f32, f32, None, ["weight"]),
+             ((8, 32, 48), -1, "tanh", False, f32, f32, "no affine", ["x", "alpha"]),
+             ((8, 32, 48), -1, "tanh", False, f32, f32, "alpha ()", ["x", "alpha", "weight", "bias"]),
+             ((4, 8, 48), -1, "erf", True, f32, f32, None, ["x", "alpha", "weight", "bias", "shift"]),
+             ((8, 32, 48), -1, "tanh", False, bf16, f32, "stored channels-first", ["x", "alpha"]),
+             ((2, 31, 64), -1, "tanh", False, f32, f32, "misaligned", ["x", "alpha", "weight", "bias"])]
+    native_nodes = 0
+    for shape, channel_dim, fn, shift, dtype, pdtype, variant, grads_of in cases:
+        for call in range(4):
+            x, a, w, b, s, dy = make_inputs(shape, channel_dim, seed=31 * call + shape[1] + len(grads_of), shift=shift)
+            if variant in ("no affine", "stored channels-first"):  # DiT's norms have no γ / β
+                w = b = None
+            tol = TOL[dtype] if dtype != f32 else 1e-5
+            y64, g64 = float64_grads(x.to(dtype).double(), a, w, b, s, dy, fn, channel_dim, grads_of)
+            xt = x.to(dtype)
+            if isinstance(variant, torch.memory_format):
+                xt = xt.contiguous(memory_format=variant)
+            xt = xt.to(DEVICE)
+            if variant == "stored channels-first":  # DiT's token stream, (B, N, C) with strides (N·C, 1, N)
+                xt = xt.transpose(1, 2).contiguous().transpose(1, 2)
+            if variant == "misaligned" and call > 1:  # one element into a fresh buffer: not 16-byte aligned
+                xt = torch.cat([xt.new_zeros(1), xt.flatten()])[1:].view(shape)
+            dy_in = dy.to(dtype).to(DEVICE)
+            if isinstance(variant, torch.memory_format):  # a channels-last activation's gradient comes channels-last
+                dy_in = dy_in.contiguous(memory_format=variant)
+            if variant == "transposed dy" and call > 1:  # the plans come from a contiguous dy; the C++ node copies
+                dy_in = dy_in.transpose(0, 1).contiguous().transpose(0, 1)
+            alpha = a.reshape(()) if variant == "alpha ()" else a.reshape(1)
+            values = {"x": xt, "alpha": alpha, "weight": w, "bias": b,
+                      "shift": None if s is None else s.reshape(1)}
+            results = []
+            for take_native in (True, False):
+                monkeypatch.setattr(native, "_enabled", take_native)
+                leaves = {k: None if v is None else (v if k == "x" else v.to(pdtype if k in ("weight", "bias")
+                                                                                else f32).to(DEVICE))
+                          for k, v in values.items()}
+                leaves = {k: None if v is None else v.detach().requires_grad_(k in grads_of)
+                          for k, v in leaves.items()}
+                y = op_module.squash_affine_fused(leaves["x"], leaves["alpha"], leaves["weight"], leaves["bias"], fn,
+                                                  channel_dim, leaves["shift"])
+                grads = torch.autograd.grad(y, [leaves[k] for k in grads_of], dy_in)
+                results.append((y, grads, "DyTNativeNode" in y.grad_fn.name()))
+            (y, grads, node), (y_py, grads_py, node_py) = results
+            assert not node_py, "the Python node was asked for"
+            if call >= 2 and variant != "misaligned":  # call 1 made the backward plan; from call 2 on: the C++ node
+                assert node, (shape, variant, call)
+                native_nodes += 1
+            if variant == "misaligned" and call > 1:
+                assert not node, "a misaligned view must take the Python path"
+            assert torch.equal(y, y_py), (shape, variant, call)
+            assert rel_err(y, y64) <= tol, (shape, variant, call)
+            for k, g, g_py in zip(grads_of, grads, grads_py, strict=True):
+                leaf_shape = values[k].shape
+                assert g.shape == leaf_shape and g.dtype == g_py.dtype, (shape, variant, call, k)
+                assert torch.equal(g, g_py), (shape, variant, call, k)
+                want = g64[k].reshape(leaf_shape)
+                loose = k in ("alpha", "shift") or dtype != f32 or pdtype != f32
+                assert rel_err(g, want) <= (1e-2 if dtype != f32 or pdtype != f32 else 1e-4 if loose else 1e-5), \
+                    (shape, variant, call, k)
+    assert native_nodes == 2 * (len(cases) - 1)
 
 
 def test_autocast_input_dtype_with_float32_parameters():

@@ -14,11 +14,12 @@ Why the direct launch (:func:`launch_kernel`): Triton's launcher re-derives ever
 call, which costs more host time than these kernels take on the GPU for activations of a few million elements. The
 compiled kernel is therefore cached here under exactly what Triton specialises on and called directly. On top of it,
 the op's own calls go through :func:`forward` / :func:`backward`, the lean launch: one plan per call signature that
-calls Triton's compiled C launcher itself (below). This is the one module that relies on Triton internals
-(``JITFunction.arg_names`` / ``constexprs``; a ``CompiledKernel``'s ``run`` launcher with its ``launch``,
-``launch_cooperative_grid``, ``launch_pdl`` and scratch sizes, its ``function`` and ``packed_metadata``; the C
-launcher's argument order, triton 3.6): a Triton upgrade that changes them needs only this module changed, and where
-an attribute is missing the ordinary launch is taken; the interpreter and CPU tensors take Triton's ordinary launch.
+calls Triton's compiled C launcher itself (below). With ``native.py`` (the kernels' parameter order for the C++
+node), this is the one module that relies on Triton internals (``JITFunction.arg_names`` / ``constexprs``; a
+``CompiledKernel``'s ``run`` launcher with its ``launch``, ``launch_cooperative_grid``, ``launch_pdl`` and scratch
+sizes, its ``function``, ``packed_metadata``, ``metadata`` and ``src.signature``; the C launcher's argument order,
+triton 3.6): a Triton upgrade that changes them needs only these two changed, and where an attribute is missing the
+ordinary launch is taken; the interpreter and CPU tensors take Triton's ordinary launch.
 """
 
 from __future__ import annotations
@@ -69,20 +70,33 @@ def sm_count(device: torch.device) -> int:
     return _cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
 def matrix_view(x: torch.Tensor, channel_dim: int) -> tuple[torch.Tensor, bool, int, int, int]:
-    """(tensor to pass, channels_last, rows, cols, channels) with no copy when the memory allows one of the views."""
+    """(tensor to pass, channels_last, rows, cols, channels) with no copy when the memory allows one of the views:
+    the channel dim physically last (channels-last kernels), or any memory order in which the dims after the channel
+    dim, and those before it, each keep their logical order (channels-first kernels: a row is one (leading index,
+    channel) pair). The latter covers contiguous feature maps and a token stream stored channels-first, such as a
+    ViT / DiT stream after ``flatten(2).transpose(1, 2)`` of a patch embedding: (B, N, C) with strides (N·C, 1, N)."""
     dim = channel_dim % x.dim()
     channels = x.shape[dim]
-    if dim == x.dim() - 1:
-        xc = x if x.is_contiguous() else x.contiguous()
-        return xc, True, x.numel() // max(channels, 1), channels, channels
-    moved = x.movedim(dim, -1)
-    if moved.is_contiguous():  # channel dim physically last (e.g. torch.channels_last feature maps)
+    last = x.dim() - 1
+    if x.movedim(dim, -1).is_contiguous():  # channel dim physically last (tokens, torch.channels_last maps)
         return x, True, x.numel() // max(channels, 1), channels, channels
-    xc = x if x.is_contiguous() else x.contiguous()
-    inner = 1
-    for n in x.shape[dim + 1:]:
-        inner *= n
+    for pos in [dim, *(p for p in range(last - 1, -1, -1) if p != dim)]:
+        moved = x.movedim(dim, pos)
+        if moved.is_contiguous():
+            inner = _numel(moved.shape[pos + 1:])
+            return x, False, x.numel() // max(inner, 1), inner, channels
+    xc = x.contiguous()
+    if dim == last:
+        return xc, True, x.numel() // max(channels, 1), channels, channels
+    inner = _numel(x.shape[dim + 1:])
     return xc, False, x.numel() // max(inner, 1), inner, channels
 
 
@@ -92,8 +106,7 @@ def same_memory_order(t: torch.Tensor, like: torch.Tensor, dim: int) -> torch.Te
         return t
     if like.is_contiguous():
         return t.contiguous()
-    # ``like`` is dense with its channel dim physically last: copy t into that order
-    return t.movedim(dim, -1).contiguous().movedim(-1, dim)
+    return torch.empty_like(like).copy_(t)  # ``like`` is dense: empty_like keeps its strides
 
 
 def _forward_call(x: torch.Tensor, alpha: torch.Tensor, weight, bias, shift, fn: str, channel_dim: int,
@@ -246,6 +259,13 @@ class _Handle(NamedTuple):
     metadata: tuple
     cooperative: bool
     pdl: bool
+    # for the C++ node (native.py): the kernel's parameters by name and Triton type ("*bf16", "i32", "constexpr",
+    # ...; None where the compiled kernel does not say), warps, shared memory bytes and CTAs per program
+    names: tuple | None = None
+    params: tuple | None = None
+    warps: int = 0
+    shared: int = 0
+    ctas: int = 1
 
 
 def _handle(compiled) -> _Handle | None:
@@ -259,8 +279,13 @@ def _handle(compiled) -> _Handle | None:
             return None
         if runner.global_scratch_size or runner.profile_scratch_size:
             return None
+        meta = compiled.metadata
+        signature = getattr(getattr(compiled, "src", None), "signature", None)
+        names = params = None
+        if isinstance(signature, dict) and all(isinstance(v, str) for v in signature.values()):
+            names, params = tuple(signature), tuple(signature.values())
         return _Handle(runner.launch, compiled.function, compiled.packed_metadata, runner.launch_cooperative_grid,
-                       runner.launch_pdl)
+                       runner.launch_pdl, names, params, meta.num_warps, meta.shared, getattr(meta, "num_ctas", 1))
     except AttributeError:  # another Triton version: the ordinary launch
         return None
 

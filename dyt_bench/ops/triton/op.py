@@ -23,6 +23,7 @@ import torch
 from dyt_bench.ops import FUSED_DTYPES
 from dyt_bench.ops.functions import ALL_FUNCTIONS
 from dyt_bench.ops.reference import check_squash_args, squash_expression
+from dyt_bench.ops.triton import native
 from dyt_bench.ops.triton.interpreter import interpreting
 from dyt_bench.ops.triton.launch import (
     MAX_PLANS,
@@ -30,6 +31,7 @@ from dyt_bench.ops.triton.launch import (
     backward_with_plan,
     forward,
     forward_plan,
+    matrix_view,
     run_backward,
     run_forward,
 )
@@ -44,11 +46,8 @@ def _as_scalar_tensor(v, device) -> torch.Tensor:
 
 
 def _matrix_view_meta(x: torch.Tensor, channel_dim: int) -> torch.Tensor:
-    """The tensor whose layout the output takes, as :func:`launch.matrix_view` chooses it, without reading data."""
-    dim = channel_dim % x.dim()
-    if dim == x.dim() - 1 or x.movedim(dim, -1).is_contiguous() or x.is_contiguous():
-        return x
-    return x.contiguous()
+    """The tensor whose layout the output takes, as :func:`launch.matrix_view` chooses it (it reads no data)."""
+    return matrix_view(x, channel_dim)[0]
 
 
 @torch.library.custom_op("dyt_bench::squash_affine", mutates_args=())
@@ -226,12 +225,27 @@ def squash_affine_triton(
 class _OpPlan:
     """What one checked call signature of the op needs on later calls: the forward plan (``launch.forward_plan``),
     the backward plans made under it (by the backward's own key: which inputs need gradients, and the incoming
-    gradient's strides and dtype), and the arguments the backward's ordinary path takes."""
+    gradient's strides and dtype), the arguments the backward's ordinary path takes, and the C++ node's variants
+    (``native``: which of x, α, γ, β, shift need gradients → the variant's handle, or None where the C++ node cannot
+    take it; native.py)."""
 
-    __slots__ = ("fwd", "bwd", "fn", "channel_dim", "bias_dtype")
+    __slots__ = ("fwd", "bwd", "fn", "channel_dim", "bias_dtype", "native", "native_apply")
 
     def __init__(self, fwd, fn: str, channel_dim: int, bias_dtype):
         self.fwd, self.bwd, self.fn, self.channel_dim, self.bias_dtype = fwd, {}, fn, channel_dim, bias_dtype
+        self.native, self.native_apply = {}, None
+
+    def add_native(self, need, bwd, x, dy, index: int) -> None:
+        """Make the C++ node's variant for this gradient need from the forward plan and a backward plan, once per
+        need (not from a backward whose incoming gradient had another dtype than x: a later backward tries again).
+        The C++ node copies an incoming gradient of another memory order than x's itself, as the plans do."""
+        mask = tuple(bool(n) for n in need[:5])
+        if not x.is_cuda or mask in self.native or dy.dtype != x.dtype or not native.enabled():
+            return
+        handle = native.make_variant(self.fwd, bwd, index)
+        self.native[mask] = handle
+        if handle is not None:
+            self.native_apply = native.module().apply
 
 
 MAX_BACKWARD_PLANS = 64  # per forward plan: the layouts and gradient needs one signature meets
@@ -257,12 +271,14 @@ class _PlannedFunction(torch.autograd.Function):
         bwd = plan.bwd.get(key)
         result = None if bwd is None else run_backward(bwd, dy, x, alpha, weight, shift, index)
         if result is None:
-            dx, sums, made = backward_with_plan(dy, x, alpha, weight, shift, plan.fn, plan.channel_dim, need[0],
-                                                need[2], need[3], need[1], need[4])
-            if made is not None and len(plan.bwd) < MAX_BACKWARD_PLANS:
-                plan.bwd[key] = made
+            dx, sums, bwd = backward_with_plan(dy, x, alpha, weight, shift, plan.fn, plan.channel_dim, need[0],
+                                               need[2], need[3], need[1], need[4])
+            if bwd is not None and len(plan.bwd) < MAX_BACKWARD_PLANS:
+                plan.bwd[key] = bwd
         else:
             dx, sums = result
+        if bwd is not None:
+            plan.add_native(need, bwd, x, dy, index)
         return _gradients(dx, sums, alpha, weight, shift, plan.bias_dtype, need)
 
 
@@ -286,6 +302,15 @@ def squash_affine_fused(x: torch.Tensor, alpha: torch.Tensor, weight: torch.Tens
     functorch = torch._C._are_functorch_transforms_active()
     if plan is not None and not functorch:
         if torch.is_grad_enabled():
+            if plan.native_apply is not None and native._enabled:  # the C++ node (native.py)
+                handle = plan.native.get((x.requires_grad, alpha.requires_grad,
+                                          weight is not None and weight.requires_grad,
+                                          bias is not None and bias.requires_grad,
+                                          shift is not None and shift.requires_grad))
+                if handle is not None:
+                    y = plan.native_apply(handle, x, alpha, weight, bias, shift)
+                    if y is not None:
+                        return y
             return _apply_planned(x, alpha, weight, bias, shift, plan, index)
         y = run_forward(plan.fwd, x, alpha, weight, bias, shift, index)
         if y is not None:
