@@ -127,8 +127,15 @@ def _walk(value: Any, prefix: str = ""):
 
 def check_config_values(config: dict[str, Any], devices: bool = True) -> None:
     """Checks that need the whole parsed config: every number finite, ``impl: triton`` only where CUDA is
-    (``devices``: this machine is the one that runs it)."""
+    (``devices``: this machine is the one that runs it), and the op's environment switches (``DYT_BENCH_*``)."""
     import math
+
+    from dyt_bench.ops import check_environment
+
+    try:
+        check_environment()
+    except ValueError as err:
+        raise ConfigError(f"environment: {err}") from None
 
     for key, value in _walk(config):
         if isinstance(value, float) and not math.isfinite(value):

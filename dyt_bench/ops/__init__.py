@@ -20,9 +20,33 @@ from dyt_bench.ops.reference import (
 IMPLS = ("auto", "triton", "eager")
 FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
+# the op's environment switches and their values (the first is the default): how it enters a torch.compile graph
+# (ops/triton/op.py) and whether its CUDA eager path takes the C++ autograd node (ops/triton/native.py)
+ENVIRONMENT = {"DYT_BENCH_COMPILED_FORWARD": ("decomposed", "inductor", "custom_op"),
+               "DYT_BENCH_NATIVE_NODE": ("auto", "off")}
+
+
+def environment_value(name: str) -> str:
+    """The value of one of the op's environment switches (``ENVIRONMENT``), its default when unset; a ValueError
+    naming the variable and its allowed values otherwise."""
+    import os
+
+    allowed = ENVIRONMENT[name]
+    value = os.environ.get(name, allowed[0])
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def check_environment() -> None:
+    """Every one of the op's environment switches set to an allowed value (run before training starts)."""
+    for name in ENVIRONMENT:
+        environment_value(name)
+
 __all__ = [
-    "ALL_FUNCTIONS", "CHANNEL_DIMS", "EXTRA_FUNCTIONS", "FUNCTIONS", "FUSED_DTYPES", "IMPLS", "SQUASH_FUNCTIONS",
-    "check_squash_args", "squash_affine", "squash_affine_reference", "triton_available",
+    "ALL_FUNCTIONS", "CHANNEL_DIMS", "ENVIRONMENT", "EXTRA_FUNCTIONS", "FUNCTIONS", "FUSED_DTYPES", "IMPLS",
+    "SQUASH_FUNCTIONS", "check_environment", "check_squash_args", "environment_value", "squash_affine",
+    "squash_affine_reference", "triton_available",
 ]
 
 

@@ -96,6 +96,19 @@ def test_fit_config_value_is_refused_in_one_line(tmp_path, capsys, case, changes
     assert not _ran(tmp_path)
 
 
+@pytest.mark.parametrize("name,value,allowed", [
+    ("DYT_BENCH_NATIVE_NODE", "on", ["auto", "off"]),
+    ("DYT_BENCH_COMPILED_FORWARD", "fused", ["decomposed", "inductor", "custom_op"]),
+])
+def test_an_op_environment_switch_with_a_bad_value_is_refused_before_training(tmp_path, capsys, monkeypatch, name,
+                                                                              value, allowed):
+    monkeypatch.setenv(name, value)
+    assert main(["fit", "--config", str(_config(tmp_path))]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert name in line and repr(value) in line and all(v in line for v in allowed), line
+    assert not _ran(tmp_path)
+
+
 @pytest.mark.parametrize("extra,expected", [
     (["--trainer.max_steps", "abc"], ["trainer.max_steps", "int"]),
     (["--model.norm.kindd", "dyt"], ["model.norm", "kindd"]),

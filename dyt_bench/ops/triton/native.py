@@ -25,8 +25,10 @@ import struct
 import sys
 from pathlib import Path
 
+from dyt_bench.ops import ENVIRONMENT, environment_value
+
 NATIVE_ENV = "DYT_BENCH_NATIVE_NODE"
-NATIVE_VALUES = ("auto", "off")
+NATIVE_VALUES = ENVIRONMENT[NATIVE_ENV]
 SOURCE = Path(__file__).with_name("native_node.cpp")
 
 # pointer slots of native_node.cpp's ``Slot``, by the kernels' parameter names
@@ -40,10 +42,7 @@ _enabled: bool | None = None
 
 
 def _env_enabled() -> bool:
-    value = os.environ.get(NATIVE_ENV, "auto")
-    if value not in NATIVE_VALUES:
-        raise ValueError(f"{NATIVE_ENV} must be one of {', '.join(NATIVE_VALUES)}; got {value!r}")
-    return value == "auto"
+    return environment_value(NATIVE_ENV) == "auto"
 
 
 def enabled() -> bool:

@@ -16,11 +16,9 @@ returns the input dtype. With ``TRITON_INTERPRET=1`` the same kernels run on CPU
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
-from dyt_bench.ops import FUSED_DTYPES
+from dyt_bench.ops import ENVIRONMENT, FUSED_DTYPES, environment_value
 from dyt_bench.ops.functions import ALL_FUNCTIONS
 from dyt_bench.ops.reference import check_squash_args, squash_expression
 from dyt_bench.ops.triton import native
@@ -172,8 +170,8 @@ class _DecomposedForward(torch.autograd.Function):
         return _backward(ctx, dy)
 
 
-COMPILED_FORWARDS = ("decomposed", "inductor", "custom_op")
 COMPILED_FORWARD_ENV = "DYT_BENCH_COMPILED_FORWARD"
+COMPILED_FORWARDS = ENVIRONMENT[COMPILED_FORWARD_ENV]
 
 
 def compiled_forward() -> str:
@@ -181,10 +179,7 @@ def compiled_forward() -> str:
     inductor fuses, the backward the fused one-pass kernels), ``inductor`` (forward and backward both inductor's, from
     the element-wise expression) or ``custom_op`` (forward and backward as opaque custom ops); set by the environment
     variable ``DYT_BENCH_COMPILED_FORWARD``, read when a graph is traced (benchmarks compare them)."""
-    value = os.environ.get(COMPILED_FORWARD_ENV, "decomposed")
-    if value not in COMPILED_FORWARDS:
-        raise ValueError(f"{COMPILED_FORWARD_ENV} must be one of {', '.join(COMPILED_FORWARDS)}; got {value!r}")
-    return value
+    return environment_value(COMPILED_FORWARD_ENV)
 
 
 def squash_affine_triton(
