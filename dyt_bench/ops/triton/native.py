@@ -7,7 +7,7 @@ with the launch plans ``launch.py`` made, and assembles the parameter gradients 
 
 It is built with ``torch.utils.cpp_extension`` the first time a CUDA call signature has both its plans (its second
 call with gradients), once per source and torch build, into torch's extension cache (``TORCH_EXTENSIONS_DIR``,
-default ``~/.cache/torch_extensions``); the build takes tens of seconds and says so on stderr. It needs a C++
+default ``~/.cache/torch_extensions``); the build takes tens of seconds, and loading it says so on stderr. It needs a C++
 compiler, ninja and the CUDA runtime headers (from ``CUDA_HOME`` or the ``nvidia`` pip packages torch installs).
 Where any is missing, or the build fails, the reason is printed once and the op keeps its Python node: results are
 the same, only host time differs. ``DYT_BENCH_NATIVE_NODE=off`` turns it off; ``set_enabled`` does so at run time
@@ -92,14 +92,14 @@ def module():
     if include is None:
         _reason = "no CUDA runtime headers (cuda_runtime_api.h) under CUDA_HOME or the nvidia pip packages"
     else:
-        try:
-            import torch
-            from torch.utils import cpp_extension
+        import torch
+        from torch.utils import cpp_extension
 
-            digest = hashlib.sha1(SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
-            print(f"dyt-bench: building the fused op's C++ autograd node (once; cached by torch.utils.cpp_extension "
-                  f"in {cpp_extension._get_build_directory('dyt_bench_native_' + digest, False)}) ...",
-                  file=sys.stderr, flush=True)
+        digest = hashlib.sha1(SOURCE.read_bytes() + torch.__version__.encode()).hexdigest()[:12]
+        cache = os.environ.get("TORCH_EXTENSIONS_DIR", "torch's extension cache (~/.cache/torch_extensions)")
+        print(f"dyt-bench: loading the fused op's C++ autograd node (compiled on first use, tens of seconds, then "
+              f"cached in {cache}) ...", file=sys.stderr, flush=True)
+        try:
             _module = cpp_extension.load(
                 name=f"dyt_bench_native_{digest}", sources=[str(SOURCE)], extra_include_paths=[include],
                 extra_cflags=["-O2"], extra_ldflags=[f"-L{Path(torch.__file__).parent / 'lib'}", "-lc10_cuda"],
