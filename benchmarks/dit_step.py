@@ -54,10 +54,14 @@ class DiTTrainer:
     """One DiT with one norm, ready to take training steps on fixed synthetic latents."""
 
     def __init__(self, model_name: str, spec: NormSpec, batch: int, latent: int, channels: int, precision: str,
-                 device: str, overrides: dict):
+                 device: str, overrides: dict, contiguous_stream: bool = False):
         torch.manual_seed(0)
         net = build_dit(model_name, input_size=latent, in_channels=channels, num_classes=1000, **overrides)
         replace_norms(net, spec)
+        if contiguous_stream:  # the patch embedding leaves the token stream channels-first in memory; residual adds
+            # keep the layout of their first operand, so one copy before the first block makes the whole stream
+            # contiguous (LayerNorm returns contiguous output either way; the squash norms return x's layout)
+            net.blocks[0].register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
         self.net = net.to(device).train()
         self.opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0, fused=device == "cuda")
         self.diffusion = GaussianDiffusion.linear(1000)
@@ -136,7 +140,7 @@ def run_throughput(args) -> str:
     variants = [(label, specs[label]) for label in args.variants
                 if label != "dyt-triton" or (device == "cuda" and triton_available())]
     trainers = {label: DiTTrainer(args.model, spec, args.batch, args.latent, args.channels, args.precision, device,
-                                  overrides) for label, spec in variants}
+                                  overrides, args.contiguous_stream) for label, spec in variants}
     for label, trainer in trainers.items():
         print(f"{args.model} {label}: warm-up ...", flush=True)
         select_node(label)
@@ -164,6 +168,7 @@ def run_throughput(args) -> str:
         f"DiT training step (hybrid loss, AdamW), synthetic {args.latent}×{args.latent}×{args.channels} latents, "
         f"batch {args.batch}, {args.precision}, median of {args.rounds} rounds of {args.steps} steps per variant "
         f"(variants interleaved) after {args.warmup} warm-up steps"
+        + (", token stream made contiguous before the first block" if args.contiguous_stream else "")
         + (" — SMOKE (tiny shapes, not a measurement)" if args.smoke else ""),
         environment(), "",
         "| model | norm | steps/s | images/s | vs LayerNorm | step peak GiB above resident |",
@@ -290,6 +295,8 @@ def main() -> None:
     tp.add_argument("--warmup", type=int, default=10)
     tp.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     tp.add_argument("--profile", action="store_true", help="print the top kernels of one profiled step per norm")
+    tp.add_argument("--contiguous-stream", action="store_true",
+                    help="copy the token stream to contiguous memory before the first block (for every variant)")
     tp.add_argument("--variants", nargs="+", default=["layernorm", "dyt-auto", "dyt-eager"],
                     choices=["layernorm", "dyt-auto", "dyt-triton", "dyt-eager", PYTHON_NODE],
                     help="norms to time (dyt-auto: the op's impl='auto'; dyt-auto-pynode: the same with its Python "

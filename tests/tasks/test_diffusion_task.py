@@ -232,3 +232,30 @@ def test_config_classes_keep_their_import_paths_and_name_unknown_fields():
     with pytest.raises(ValueError, match=r"unknown model.ema field\(s\) \['beta'\]"):
         tiny_task(ema={"beta": 0.9})
     assert tiny_task().ema is None
+
+
+def test_dit_throughput_benchmark_can_make_the_token_stream_contiguous():
+    """The patch embedding leaves DiT's token stream channels-first in memory (strides (N·C, 1, N)), and residual adds
+    keep it so; ``dit_step.py throughput --contiguous-stream`` copies it once before the first block, so every norm
+    then sees contiguous tokens."""
+    import importlib.util
+    from pathlib import Path
+
+    from dyt_bench.norms import NormSpec
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "dit_step.py"
+    spec = importlib.util.spec_from_file_location("dit_step_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    overrides = {"depth": 2, "hidden_size": 32, "num_heads": 2}
+    seen = {}
+    for contiguous in (False, True):
+        trainer = bench.DiTTrainer("DiT-S/4", NormSpec("dyt", impl="eager"), 2, 8, 1, "fp32", "cpu", overrides,
+                                   contiguous)
+        inputs = []
+        for block in trainer.net.blocks:
+            block.norm1.register_forward_hook(lambda m, args, out, inputs=inputs: inputs.append((args[0], out)))
+        trainer.step()
+        seen[contiguous] = inputs
+    assert not any(x.is_contiguous() for x, _ in seen[False]), "the stream as the patch embedding leaves it"
+    assert all(x.is_contiguous() and y.is_contiguous() for x, y in seen[True])
