@@ -8,7 +8,8 @@ with the launch plans ``launch.py`` made, and assembles the parameter gradients 
 It is built with ``torch.utils.cpp_extension`` the first time a CUDA call signature has both its plans (its second
 call with gradients), once per source and torch build, into torch's extension cache (``TORCH_EXTENSIONS_DIR``,
 default ``~/.cache/torch_extensions``); the build takes tens of seconds, and loading it says so on stderr. It needs a C++
-compiler, ninja and the CUDA runtime headers (from ``CUDA_HOME`` or the ``nvidia`` pip packages torch installs).
+compiler, ninja and the CUDA runtime headers (from ``CUDA_HOME``, the ``nvidia`` pip packages torch installs, or
+the copy Triton ships).
 Where any is missing, or the build fails, the reason is printed once and the op keeps its Python node: results are
 the same, only host time differs. ``DYT_BENCH_NATIVE_NODE=off`` turns it off; ``set_enabled`` does so at run time
 (the benchmarks compare both).
@@ -76,6 +77,12 @@ def _cuda_include_dir() -> str | None:
             candidates += sorted(Path(root).glob("*/include"))
     except ImportError:
         pass
+    try:  # Triton ships the CUDA runtime headers its own launchers compile against
+        import triton
+
+        candidates.append(Path(triton.__file__).parent / "backends" / "nvidia" / "include")
+    except ImportError:
+        pass
     for path in candidates:
         if (path / "cuda_runtime_api.h").is_file() and (path / "crt" / "host_defines.h").is_file():
             return str(path)
@@ -90,7 +97,7 @@ def module():
     _tried = True
     include = _cuda_include_dir()
     if include is None:
-        _reason = "no CUDA runtime headers (cuda_runtime_api.h) under CUDA_HOME or the nvidia pip packages"
+        _reason = "no CUDA runtime headers (cuda_runtime_api.h) under CUDA_HOME, the nvidia pip packages or Triton"
     else:
         import torch
         from torch.utils import cpp_extension
