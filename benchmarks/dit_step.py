@@ -54,14 +54,11 @@ class DiTTrainer:
     """One DiT with one norm, ready to take training steps on fixed synthetic latents."""
 
     def __init__(self, model_name: str, spec: NormSpec, batch: int, latent: int, channels: int, precision: str,
-                 device: str, overrides: dict, contiguous_stream: bool = False):
+                 device: str, overrides: dict, channel_major_stream: bool = False):
         torch.manual_seed(0)
-        net = build_dit(model_name, input_size=latent, in_channels=channels, num_classes=1000, **overrides)
+        net = build_dit(model_name, input_size=latent, in_channels=channels, num_classes=1000,
+                        contiguous_tokens=not channel_major_stream, **overrides)
         replace_norms(net, spec)
-        if contiguous_stream:  # the patch embedding leaves the token stream channels-first in memory; residual adds
-            # keep the layout of their first operand, so one copy before the first block makes the whole stream
-            # contiguous (LayerNorm returns contiguous output either way; the squash norms return x's layout)
-            net.blocks[0].register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
         self.net = net.to(device).train()
         self.opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0, fused=device == "cuda")
         self.diffusion = GaussianDiffusion.linear(1000)
@@ -92,6 +89,25 @@ class DiTTrainer:
         elapsed = time.perf_counter() - start
         peak = (torch.cuda.max_memory_allocated() - resident) / 2**30 if cuda else float("nan")
         return steps / elapsed, peak
+
+    def host_syncs(self) -> list[str] | None:
+        """Where one training step makes the host wait for the GPU (CUDA's sync debug mode, one entry per
+        synchronizing call, as ``file:line``). Every such wait drains the launch queue: the GPU then idles while
+        the host issues the next kernels, so host time shows in steps/s."""
+        import warnings
+
+        if self.device != "cuda":
+            return None
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                self.step()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        torch.cuda.synchronize()
+        return [f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
 
     def profile(self, label: str) -> None:
         from torch.profiler import ProfilerActivity
@@ -140,7 +156,7 @@ def run_throughput(args) -> str:
     variants = [(label, specs[label]) for label in args.variants
                 if label != "dyt-triton" or (device == "cuda" and triton_available())]
     trainers = {label: DiTTrainer(args.model, spec, args.batch, args.latent, args.channels, args.precision, device,
-                                  overrides, args.contiguous_stream) for label, spec in variants}
+                                  overrides, args.channel_major_stream) for label, spec in variants}
     for label, trainer in trainers.items():
         print(f"{args.model} {label}: warm-up ...", flush=True)
         select_node(label)
@@ -148,6 +164,10 @@ def run_throughput(args) -> str:
             trainer.step()
     # every round times each variant in turn (the order reversed every other round): a drift of clocks or of host
     # load falls on all variants alike; the table gives the median over rounds
+    syncs = {}
+    for label, trainer in trainers.items():
+        select_node(label)
+        syncs[label] = trainer.host_syncs()
     runs: dict[str, list[tuple[float, float]]] = {label: [] for label in trainers}
     for r in range(args.rounds):
         for label in (list(trainers) if r % 2 == 0 else list(reversed(trainers))):
@@ -162,17 +182,19 @@ def run_throughput(args) -> str:
         steps_s = statistics.median(v for v, _ in runs[label])
         peak = max(p for _, p in runs[label])
         base = base or steps_s
+        found = syncs[label]
+        where = "n/a (CPU)" if found is None else f"{len(found)} ({', '.join(sorted(set(found))) or '—'})"
         rows.append(f"| {args.model} | {label} | {steps_s:.2f} | {steps_s * args.batch:.0f} | {steps_s / base:.3f} | "
-                    f"{peak:.1f} |")
+                    f"{peak:.1f} | {where} |")
     return "\n".join([
         f"DiT training step (hybrid loss, AdamW), synthetic {args.latent}×{args.latent}×{args.channels} latents, "
         f"batch {args.batch}, {args.precision}, median of {args.rounds} rounds of {args.steps} steps per variant "
         f"(variants interleaved) after {args.warmup} warm-up steps"
-        + (", token stream made contiguous before the first block" if args.contiguous_stream else "")
+        + (", token stream left channel-major (the reference DiT code's layout)" if args.channel_major_stream else "")
         + (" — SMOKE (tiny shapes, not a measurement)" if args.smoke else ""),
         environment(), "",
-        "| model | norm | steps/s | images/s | vs LayerNorm | step peak GiB above resident |",
-        "|---|---|---|---|---|---|", *rows])
+        "| model | norm | steps/s | images/s | vs LayerNorm | step peak GiB above resident | host syncs per step |",
+        "|---|---|---|---|---|---|---|", *rows])
 
 
 # --- digits LN vs DyT ------------------------------------------------------------------------------------------------
@@ -295,8 +317,9 @@ def main() -> None:
     tp.add_argument("--warmup", type=int, default=10)
     tp.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     tp.add_argument("--profile", action="store_true", help="print the top kernels of one profiled step per norm")
-    tp.add_argument("--contiguous-stream", action="store_true",
-                    help="copy the token stream to contiguous memory before the first block (for every variant)")
+    tp.add_argument("--channel-major-stream", action="store_true",
+                    help="leave the token stream channel-major as the patch embedding makes it (the reference DiT "
+                         "code's layout; the default copies it token-major once, DiT(contiguous_tokens=True))")
     tp.add_argument("--variants", nargs="+", default=["layernorm", "dyt-auto", "dyt-eager"],
                     choices=["layernorm", "dyt-auto", "dyt-triton", "dyt-eager", PYTHON_NODE],
                     help="norms to time (dyt-auto: the op's impl='auto'; dyt-auto-pynode: the same with its Python "

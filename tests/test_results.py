@@ -85,10 +85,64 @@ def test_task_defined_throughput_units_are_summed_over_training_batches(tmp_path
     assert tp["train_widgets_per_s"] > 0
     # the same training time divides both, so their ratio is exact
     assert tp["train_widgets_per_s"] / tp["train_samples_per_s"] == pytest.approx(widgets / samples, rel=1e-9)
+    assert "steady_samples_per_s" not in tp, "six batches are all warm-up"
     # the task's metric directions and evaluation facts are recorded, JSON-normalised
     assert result.metric_modes == {"val/widgets": "max"}
     assert result.evaluation == {"widget_counter": {"name": "abacus", "path": "/tmp/abacus"}}
     assert result.versions["torch"] and result.config_hash and result.started_at <= result.finished_at
+
+
+def _fit_tiny(tmp_path, accelerator="cpu", warmup_batches=None, **trainer_kwargs):
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dyt_bench.callbacks.result_writer import ResultWriter
+
+    class Task(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 1)
+
+        def training_step(self, batch, batch_idx):
+            (x,) = batch
+            return self.lin(x).pow(2).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def throughput_units(self, batch):
+            return {"widgets": 3.0 * batch[0].shape[0]}
+
+    writer = ResultWriter(run_dir=str(tmp_path))
+    if warmup_batches is not None:
+        writer.warmup_batches = warmup_batches
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator=accelerator, devices=1, callbacks=[writer],
+                         **trainer_kwargs)
+    trainer.fit(Task(), DataLoader(TensorDataset(torch.randn(22, 3)), batch_size=4))
+    return read_result(tmp_path / "result.json")
+
+
+def test_steady_throughput_leaves_out_the_warm_up_batches(tmp_path):
+    # batches of 4, 4, 4, 4, 4, 2; two accumulated per optimizer step: steps end at batches 2, 4 and 6
+    result = _fit_tiny(tmp_path, warmup_batches=2, accumulate_grad_batches=2)
+    tp = result.throughput
+    assert result.steps == 3 and tp["warmup_batches"] == 2
+    # batches 3-6 hold 14 samples and end 2 steps; one time divides all three, so the ratios are exact
+    assert tp["steady_samples_per_s"] / tp["steady_steps_per_s"] == pytest.approx(14 / 2, rel=1e-9)
+    assert tp["steady_widgets_per_s"] / tp["steady_samples_per_s"] == pytest.approx(3.0, rel=1e-9)
+    assert tp["train_samples_per_s"] / tp["train_steps_per_s"] == pytest.approx(22 / 3, rel=1e-9)
+
+
+@pytest.mark.gpu
+def test_a_gpu_run_records_its_gpu_and_gpu_memory(tmp_path):
+    """Lightning moves the model back to the CPU before fit's end hooks: the record must still name the GPU."""
+    import torch
+
+    result = _fit_tiny(tmp_path, accelerator="gpu")
+    assert result.device == torch.cuda.get_device_name(0)
+    assert 0 < result.peak_memory_mb < torch.cuda.get_device_properties(0).total_memory / 2**20
 
 
 def test_make_result_fills_timestamps_versions_and_the_hash_of_the_config():

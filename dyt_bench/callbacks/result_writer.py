@@ -71,7 +71,16 @@ class ResultWriter(pl.Callback):
     Throughput: samples and optimizer steps per second of training-batch time, and any unit of the task's own: a task
     method ``throughput_units(batch)`` returning ``{unit: amount in this batch}`` (tokens for the sequence tasks,
     ``{"audio_seconds": 12.5}`` for speech) is summed over training batches and reported as ``train_<unit>_per_s``.
+    The same rates without the first ``warmup_batches`` batches of each attempt (kernel compilation, autotuning,
+    the allocator's first requests) are ``steady_samples_per_s``, ``steady_steps_per_s`` and
+    ``steady_<unit>_per_s``, present once more batches than that have run: the figure to compare with a benchmark
+    that times steps after a warm-up.
+
+    Device and peak memory are those of the device the model trained on (read when fit starts: by the time fit ends,
+    Lightning has moved the model back to the CPU).
     """
+
+    warmup_batches = 10
 
     def __init__(self, run_dir: str | None = None, config: dict[str, Any] | None = None) -> None:
         self.run_dir = run_dir
@@ -84,6 +93,11 @@ class ResultWriter(pl.Callback):
         self._train_samples = 0
         self._train_units: dict[str, float] = {}
         self._batch_t0: float | None = None
+        self._steady = {"time": 0.0, "samples": 0, "steps": 0}
+        self._steady_units: dict[str, float] = {}
+        self._attempt_batches = 0
+        self._step_before = 0
+        self._device: torch.device | None = None
         self._written = False
         self._resolved_dir: Path | None = None
         self._wall_before = 0.0  # wall time of the earlier attempts (from the checkpoint)
@@ -102,6 +116,7 @@ class ResultWriter(pl.Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"best": dict(self.best), "wall_time_s": self._wall_time(), "train_time_s": self._train_time,
                 "train_samples": self._train_samples, "train_units": dict(self._train_units),
+                "steady": dict(self._steady), "steady_units": dict(self._steady_units),
                 "restarts": self.restarts, "started_at": self._started_first or self._started_at}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -110,6 +125,8 @@ class ResultWriter(pl.Callback):
         self._train_time = float(state_dict.get("train_time_s", 0.0))
         self._train_samples = int(state_dict.get("train_samples", 0))
         self._train_units = dict(state_dict.get("train_units", {}))
+        self._steady = {"time": 0.0, "samples": 0, "steps": 0, **state_dict.get("steady", {})}
+        self._steady_units = dict(state_dict.get("steady_units", {}))
         self.restarts = int(state_dict.get("restarts", 0)) + 1
         self._started_first = str(state_dict.get("started_at", ""))
 
@@ -118,6 +135,8 @@ class ResultWriter(pl.Callback):
         self._t0 = time.perf_counter()
         self._started_at = utc_now()
         self._written = False
+        self._attempt_batches = 0
+        self._device = pl_module.device
         if self._resolved_dir is None:
             self.setup(trainer, pl_module, "fit")
         if torch.cuda.is_available() and pl_module.device.type == "cuda":
@@ -125,15 +144,26 @@ class ResultWriter(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         self._batch_t0 = time.perf_counter()
+        self._step_before = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if self._batch_t0 is not None:
-            self._train_time += time.perf_counter() - self._batch_t0
-            self._train_samples += _batch_size(batch)
-            units = getattr(pl_module, "throughput_units", None)
-            if callable(units):
-                for name, amount in units(batch).items():
-                    self._train_units[name] = self._train_units.get(name, 0.0) + float(amount)
+        if self._batch_t0 is None:
+            return
+        elapsed = time.perf_counter() - self._batch_t0
+        samples = _batch_size(batch)
+        units = getattr(pl_module, "throughput_units", None)
+        amounts = {name: float(a) for name, a in units(batch).items()} if callable(units) else {}
+        self._train_time += elapsed
+        self._train_samples += samples
+        for name, amount in amounts.items():
+            self._train_units[name] = self._train_units.get(name, 0.0) + amount
+        self._attempt_batches += 1
+        if self._attempt_batches > self.warmup_batches:
+            self._steady["time"] += elapsed
+            self._steady["samples"] += samples
+            self._steady["steps"] += trainer.global_step - self._step_before
+            for name, amount in amounts.items():
+                self._steady_units[name] = self._steady_units.get(name, 0.0) + amount
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after the task's own on_validation_epoch_end (which runs after every callback's): what it logs there
@@ -177,7 +207,7 @@ class ResultWriter(pl.Callback):
             if trainer.datamodule is not None:
                 config["data"] = dict(getattr(trainer.datamodule, "hparams", {}))
         seed = os.environ.get("PL_GLOBAL_SEED")
-        device = pl_module.device
+        device = self._device or pl_module.device
         if device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(device) / 2**20
             device_name = torch.cuda.get_device_name(device)
@@ -191,6 +221,13 @@ class ResultWriter(pl.Callback):
                           "train_steps_per_s": trainer.global_step / self._train_time}
             for name, amount in self._train_units.items():
                 throughput[f"train_{name}_per_s"] = amount / self._train_time
+        if self._steady["time"] > 0:
+            steady_time = self._steady["time"]
+            throughput.update(steady_samples_per_s=self._steady["samples"] / steady_time,
+                              steady_steps_per_s=self._steady["steps"] / steady_time,
+                              warmup_batches=self.warmup_batches)
+            for name, amount in self._steady_units.items():
+                throughput[f"steady_{name}_per_s"] = amount / steady_time
         norm = getattr(pl_module, "norm_spec", None)
         report = getattr(pl_module, "norm_report", None)
         result = make_result(

@@ -68,6 +68,15 @@ class GaussianDiffusion:
             table = self._cache[key] = self._tables[name].to(device=like.device, dtype=like.dtype)
         return table[t.to(like.device)].reshape(-1, *([1] * (like.dim() - 1)))
 
+    def _model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
+        """The original timesteps the model is called with for this process's steps ``t``. The map is copied to t's
+        device once and kept: a copy from host memory on every training step would wait for the GPU to drain."""
+        key = ("timestep_map", t.device, torch.long)
+        table = self._cache.get(key)
+        if table is None:
+            table = self._cache[key] = self.timestep_map.to(t.device)
+        return table[t]
+
     # --- forward process ----------------------------------------------------------------------------------------
     def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε."""
@@ -137,7 +146,7 @@ class GaussianDiffusion:
         if noise is None:
             noise = torch.randn_like(x_start)
         x_t = self.q_sample(x_start, t, noise)
-        output = model_fn(x_t, self.timestep_map.to(t.device)[t])
+        output = model_fn(x_t, self._model_timesteps(t))
         eps, var_values = self.split_output(output, x_t)
         mse = mean_flat((noise - eps) ** 2)
         terms = {"mse": mse}

@@ -134,6 +134,12 @@ class DiT(nn.Module):
     ``zero_init``: adaLN-Zero initialisation — every block's modulation regressor and the final layer start at zero,
     so each block is the identity and the output is 0 at initialisation. ``norm_affine``: give the norms their own
     per-channel γ/β (DiT has none: the modulation plays that role).
+
+    ``contiguous_tokens``: store the token stream token-major (each token's channels adjacent). The patch embedding
+    (a strided convolution, then flatten and transpose) leaves it channel-major, and every residual add keeps the
+    layout of its first operand, so without this one copy the whole stream stays channel-major: each LayerNorm then
+    copies its input, and each norm that keeps its input's layout (DyT) hands the attention and MLP projections an
+    input they must copy. The values computed are the same either way; ``False`` keeps the reference code's layout.
     """
 
     def __init__(
@@ -150,6 +156,7 @@ class DiT(nn.Module):
         learn_sigma: bool = True,
         zero_init: bool = True,
         norm_affine: bool = False,
+        contiguous_tokens: bool = True,
     ) -> None:
         super().__init__()
         if input_size % patch_size:
@@ -160,6 +167,7 @@ class DiT(nn.Module):
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
         self.learn_sigma = learn_sigma
         self.num_classes = num_classes
+        self.contiguous_tokens = contiguous_tokens
         self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
@@ -211,6 +219,8 @@ class DiT(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         tokens = self.x_embedder(x) + self.pos_embed.to(x.dtype)
+        if self.contiguous_tokens:
+            tokens = tokens.contiguous()
         c = self.condition(t, y)
         for block in self.blocks:
             tokens = block(tokens, c)
@@ -226,6 +236,7 @@ def build_dit(
     learn_sigma: bool = True,
     zero_init: bool = True,
     norm_affine: bool = False,
+    contiguous_tokens: bool = True,
     depth: int | None = None,
     hidden_size: int | None = None,
     num_heads: int | None = None,
@@ -235,7 +246,8 @@ def build_dit(
     d, h, heads, patch = parse_dit_name(name)
     return DiT(input_size=input_size, patch_size=patch, in_channels=in_channels, hidden_size=hidden_size or h,
                depth=depth or d, num_heads=num_heads or heads, class_dropout_prob=class_dropout_prob,
-               num_classes=num_classes, learn_sigma=learn_sigma, zero_init=zero_init, norm_affine=norm_affine)
+               num_classes=num_classes, learn_sigma=learn_sigma, zero_init=zero_init, norm_affine=norm_affine,
+               contiguous_tokens=contiguous_tokens)
 
 
 __all__ = ["DIT_NAMES", "DIT_SIZES", "DiT", "DiTBlock", "FinalLayer", "LabelEmbedder", "TimestepEmbedder", "build_dit",

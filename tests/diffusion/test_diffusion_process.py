@@ -113,6 +113,51 @@ def test_respacing_keeps_alpha_bar_at_kept_steps():
     assert base.respaced(250).respaced(10).timestep_map.tolist() == [use[i] for i in space_timesteps(250, 10)]
 
 
+def test_training_losses_call_the_model_with_the_original_timesteps_copied_to_the_device_once(monkeypatch):
+    """A respaced process calls the model with the original timesteps; the map is moved to the device on first use
+    and kept (moving it from host memory on every training step makes the host wait for the GPU)."""
+    spaced = GaussianDiffusion.linear(1000).respaced(10)
+    seen = []
+
+    def model(x_t, t):
+        seen.append(t.clone())
+        return torch.zeros(x_t.shape[0], 2 * x_t.shape[1], *x_t.shape[2:], dtype=x_t.dtype)
+
+    moves = []
+    original_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        if self is spaced.timestep_map:
+            moves.append(args)
+        return original_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    t = torch.tensor([0, 4, 9])
+    for _ in range(3):
+        spaced.training_losses(model, torch.randn(3, 1, 4, 4), t)
+    expected = torch.tensor([space_timesteps(1000, 10)[i] for i in (0, 4, 9)])
+    assert all(torch.equal(s, expected) for s in seen)
+    assert len(moves) == 1
+
+
+@pytest.mark.gpu
+def test_a_training_loss_on_cuda_makes_the_host_wait_nowhere():
+    """CUDA's sync debug mode raises on any host-device synchronisation inside the loss."""
+    diffusion = GaussianDiffusion.linear(1000)
+    x = torch.randn(4, 2, 8, 8, device="cuda")
+    t = torch.randint(0, 1000, (4,), device="cuda")
+    model = torch.nn.Conv2d(2, 4, 1).cuda()
+    diffusion.training_losses(lambda x_t, tt: model(x_t), x, t)  # first use moves the tables
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = diffusion.training_losses(lambda x_t, tt: model(x_t), x, t)["loss"].mean()
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(loss.detach()).item()
+
+
 @pytest.mark.parametrize("method", ["ddpm", "ddim"])
 def test_samplers_recover_a_point_mass_with_an_oracle_model(method):
     """Data = one image x*: the exact ε is (x_t − √ᾱ x*) / √(1−ᾱ); DDPM and DDIM must both end exactly at x*."""

@@ -234,28 +234,45 @@ def test_config_classes_keep_their_import_paths_and_name_unknown_fields():
     assert tiny_task().ema is None
 
 
-def test_dit_throughput_benchmark_can_make_the_token_stream_contiguous():
-    """The patch embedding leaves DiT's token stream channels-first in memory (strides (N·C, 1, N)), and residual adds
-    keep it so; ``dit_step.py throughput --contiguous-stream`` copies it once before the first block, so every norm
-    then sees contiguous tokens."""
+def test_dit_stores_its_token_stream_token_major_and_computes_the_same_values():
+    """The patch embedding leaves DiT's token stream channel-major in memory (strides (N·C, 1, N)), and residual adds
+    keep it so. ``DiT(contiguous_tokens=True)`` (the default) copies it once, so every norm sees contiguous tokens;
+    the output and every gradient equal those of the reference layout (float64, the same weights). The throughput
+    benchmark's ``--channel-major-stream`` builds the reference layout."""
     import importlib.util
     from pathlib import Path
 
-    from dyt_bench.norms import NormSpec
+    from dyt_bench.models.dit import build_dit
+    from dyt_bench.norms import NormSpec, replace_norms
+
+    def run(contiguous: bool):
+        torch.manual_seed(0)
+        net = build_dit("DiT-S/4", input_size=8, in_channels=1, num_classes=10, depth=2, hidden_size=32, num_heads=2,
+                        zero_init=False, contiguous_tokens=contiguous).double()
+        replace_norms(net, NormSpec("dyt", impl="eager"))
+        seen = []
+        for block in net.blocks:
+            block.norm1.register_forward_hook(lambda m, args, out: seen.append((args[0], out)))
+        gen = torch.Generator().manual_seed(1)
+        x = torch.randn(3, 1, 8, 8, generator=gen, dtype=torch.float64)
+        out = net.eval()(x, torch.tensor([1, 500, 999]), torch.tensor([0, 3, 9]))
+        out.square().sum().backward()
+        return seen, out, [p.grad for p in net.parameters()]
+
+    seen_ref, out_ref, grads_ref = run(False)
+    seen, out, grads = run(True)
+    assert not any(x.is_contiguous() for x, _ in seen_ref), "the stream as the patch embedding leaves it"
+    assert all(x.is_contiguous() and y.is_contiguous() for x, y in seen)
+    torch.testing.assert_close(out, out_ref, rtol=1e-12, atol=1e-12)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-12)
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "dit_step.py"
     spec = importlib.util.spec_from_file_location("dit_step_bench", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    overrides = {"depth": 2, "hidden_size": 32, "num_heads": 2}
-    seen = {}
-    for contiguous in (False, True):
+    overrides = {"depth": 1, "hidden_size": 32, "num_heads": 2}
+    for channel_major in (False, True):
         trainer = bench.DiTTrainer("DiT-S/4", NormSpec("dyt", impl="eager"), 2, 8, 1, "fp32", "cpu", overrides,
-                                   contiguous)
-        inputs = []
-        for block in trainer.net.blocks:
-            block.norm1.register_forward_hook(lambda m, args, out, inputs=inputs: inputs.append((args[0], out)))
-        trainer.step()
-        seen[contiguous] = inputs
-    assert not any(x.is_contiguous() for x, _ in seen[False]), "the stream as the patch embedding leaves it"
-    assert all(x.is_contiguous() and y.is_contiguous() for x, y in seen[True])
+                                   channel_major)
+        assert trainer.net.contiguous_tokens is not channel_major
