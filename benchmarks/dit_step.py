@@ -66,13 +66,47 @@ class DiTTrainer:
         self.y = torch.randint(0, 1000, (batch,), device=device)
         self.batch, self.precision, self.device = batch, precision, device
 
-    def step(self) -> None:
+    def loss(self) -> torch.Tensor:
         t = torch.randint(0, 1000, (self.batch,), device=self.device)
         with torch.autocast(self.device, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            loss = self.diffusion.training_losses(lambda xt, tt: self.net(xt, tt, self.y), self.x, t)["loss"].mean()
-        loss.backward()
+            return self.diffusion.training_losses(lambda xt, tt: self.net(xt, tt, self.y), self.x, t)["loss"].mean()
+
+    def update(self) -> None:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        self.loss().backward()
+        self.update()
+
+    def host_phases(self, repeats: int = 5, hold_s: float = 0.3) -> dict[str, float] | None:
+        """Host time (ms, median over ``repeats``) to issue each phase of a step while the GPU is held busy by a
+        sleep kernel queued just before it, so that no launch waits for the GPU: what the host alone costs. A phase
+        that took longer than half the hold filled the launch queue and is reported as NaN."""
+        if self.device != "cuda":
+            return None
+        try:
+            mhz = torch.cuda.clock_rate()  # NVML's SM clock
+        except Exception:  # no NVML bindings: assume 2 GHz (a longer or shorter hold only moves the NaN threshold)
+            mhz = 2000
+        cycles = int(hold_s * mhz * 1e6)
+        times: dict[str, list[float]] = {"forward + loss": [], "backward": [], "optimizer": []}
+
+        def timed(name, fn):
+            torch.cuda.synchronize()
+            torch.cuda._sleep(cycles)
+            start = time.perf_counter()
+            out = fn()
+            elapsed = time.perf_counter() - start
+            times[name].append(1e3 * elapsed if elapsed < hold_s / 2 else float("nan"))
+            return out
+
+        for _ in range(repeats):
+            loss = timed("forward + loss", self.loss)
+            timed("backward", loss.backward)
+            timed("optimizer", self.update)
+        torch.cuda.synchronize()
+        return {name: statistics.median(v) for name, v in times.items()}
 
     def steps_per_s(self, steps: int) -> tuple[float, float]:
         """(steps per second, the steps' peak memory above what was resident before, GiB; NaN off CUDA)."""
@@ -120,9 +154,12 @@ class DiTTrainer:
             torch.cuda.synchronize()
             wall = time.perf_counter() - start
         events = prof.key_averages()
-        cuda_ms = sum(e.self_device_time_total for e in events) / 1e3
-        print(f"### profile, {label}: wall {1e3 * wall:.1f} ms (profiler on), GPU busy {cuda_ms:.1f} ms")
-        print(events.table(sort_by="self_device_time_total", row_limit=10, max_name_column_width=50))
+        on_gpu = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]  # kernels and copies only
+        cuda_ms = sum(e.self_device_time_total for e in on_gpu) / 1e3
+        host_ms = sum(e.self_cpu_time_total for e in events) / 1e3
+        print(f"### profile, {label}: wall {1e3 * wall:.1f} ms (profiler on), GPU busy {cuda_ms:.1f} ms, "
+              f"{sum(e.count for e in on_gpu)} GPU kernels and copies, host {host_ms:.1f} ms")
+        print(events.table(sort_by="self_device_time_total", row_limit=16, max_name_column_width=50))
         print(events.table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=50), flush=True)
 
 
@@ -177,6 +214,11 @@ def run_throughput(args) -> str:
         for label, trainer in trainers.items():
             select_node(label)
             trainer.profile(f"{args.model} {label}")
+    host = {}
+    if args.host_time:
+        for label, trainer in trainers.items():
+            select_node(label)
+            host[label] = trainer.host_phases()
     rows, base = [], None
     for label, _ in variants:
         steps_s = statistics.median(v for v, _ in runs[label])
@@ -194,7 +236,24 @@ def run_throughput(args) -> str:
         + (" — SMOKE (tiny shapes, not a measurement)" if args.smoke else ""),
         environment(), "",
         "| model | norm | steps/s | images/s | vs LayerNorm | step peak GiB above resident | host syncs per step |",
-        "|---|---|---|---|---|---|---|", *rows])
+        "|---|---|---|---|---|---|---|", *rows, *host_table(host)])
+
+
+def host_table(host: dict) -> list[str]:
+    """The ``--host-time`` table: host ms per phase while the GPU is held busy, and the total against the first."""
+    host = {label: phases for label, phases in host.items() if phases}
+    if not host:
+        return []
+    names = list(next(iter(host.values())))
+    lines = ["", "Host time to issue each phase with the GPU held busy (ms, median of 5; no launch waits for the GPU)",
+             "", "| norm | " + " | ".join(names) + " | total | vs first |", "|---" * (len(names) + 3) + "|"]
+    base = None
+    for label, phases in host.items():
+        total = sum(phases.values())
+        base = base or total
+        lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in phases.values()) + f" | {total:.2f} | "
+                     f"{total / base:.3f} |")
+    return lines
 
 
 # --- digits LN vs DyT ------------------------------------------------------------------------------------------------
@@ -317,6 +376,8 @@ def main() -> None:
     tp.add_argument("--warmup", type=int, default=10)
     tp.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     tp.add_argument("--profile", action="store_true", help="print the top kernels of one profiled step per norm")
+    tp.add_argument("--host-time", action="store_true",
+                    help="also time the host alone: each phase of a step issued while the GPU is held busy")
     tp.add_argument("--channel-major-stream", action="store_true",
                     help="leave the token stream channel-major as the patch embedding makes it (the reference DiT "
                          "code's layout; the default copies it token-major once, DiT(contiguous_tokens=True))")

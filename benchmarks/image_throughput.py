@@ -91,8 +91,10 @@ def profile_step(trainer: Trainer, label: str) -> str:
         torch.cuda.synchronize()
         wall = time.perf_counter() - start
     events = prof.key_averages()
-    gpu_ms = sum(e.self_device_time_total for e in events) / 1e3
-    kernels = sum(e.count for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    on_gpu = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]  # kernels and copies only (an
+    # operator's row repeats the device time of the kernels it launched)
+    gpu_ms = sum(e.self_device_time_total for e in on_gpu) / 1e3
+    kernels = sum(e.count for e in on_gpu)
     return "\n".join([
         f"### profile, {label}: wall {1e3 * wall:.1f} ms (profiler on), GPU busy {gpu_ms:.1f} ms, {kernels} GPU "
         "kernels and copies", "",
