@@ -92,7 +92,7 @@ def test_task_defined_throughput_units_are_summed_over_training_batches(tmp_path
     assert result.versions["torch"] and result.config_hash and result.started_at <= result.finished_at
 
 
-def _fit_tiny(tmp_path, accelerator="cpu", warmup_batches=None, **trainer_kwargs):
+def _fit_tiny(tmp_path, accelerator="cpu", warmup_batches=None, data=None, **trainer_kwargs):
     import lightning.pytorch as pl
     import torch
     from torch.utils.data import DataLoader, TensorDataset
@@ -120,7 +120,7 @@ def _fit_tiny(tmp_path, accelerator="cpu", warmup_batches=None, **trainer_kwargs
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator=accelerator, devices=1, callbacks=[writer],
                          **trainer_kwargs)
-    trainer.fit(Task(), DataLoader(TensorDataset(torch.randn(22, 3)), batch_size=4))
+    trainer.fit(Task(), DataLoader(data if data is not None else TensorDataset(torch.randn(22, 3)), batch_size=4))
     return read_result(tmp_path / "result.json")
 
 
@@ -133,6 +133,28 @@ def test_steady_throughput_leaves_out_the_warm_up_batches(tmp_path):
     assert tp["steady_samples_per_s"] / tp["steady_steps_per_s"] == pytest.approx(14 / 2, rel=1e-9)
     assert tp["steady_widgets_per_s"] / tp["steady_samples_per_s"] == pytest.approx(3.0, rel=1e-9)
     assert tp["train_samples_per_s"] / tp["train_steps_per_s"] == pytest.approx(22 / 3, rel=1e-9)
+
+
+def test_throughput_counts_the_time_spent_loading_each_batch(tmp_path):
+    """A loader that takes 5 ms per sample cannot feed more than 200 samples/s, whatever the model's speed (the
+    epoch's first batch is timed from its start: its loading falls before the loop runs)."""
+    import time
+
+    import torch
+    from torch.utils.data import Dataset
+
+    class Slow(Dataset):
+        def __len__(self):
+            return 22
+
+        def __getitem__(self, i):
+            time.sleep(0.005)
+            return (torch.full((3,), float(i)),)
+
+    tp = _fit_tiny(tmp_path, warmup_batches=1, data=Slow()).throughput
+    assert tp["steady_samples_per_s"] < 200  # batches 2-6, 18 samples: at least 90 ms of loading
+    assert tp["train_samples_per_s"] < 22 / (18 * 0.005)
+    assert tp["steady_samples_per_s"] > 20  # the sleep is most of the time, not an order of magnitude under it
 
 
 @pytest.mark.gpu

@@ -68,7 +68,9 @@ class ResultWriter(pl.Callback):
     A resumed run continues the record: its checkpoint carries this callback's state (best metrics, wall and training
     time, samples), so ``result.json`` describes the whole run, with ``restarts`` counting the resumptions.
 
-    Throughput: samples and optimizer steps per second of training-batch time, and any unit of the task's own: a task
+    Throughput: samples and optimizer steps per second of training time (each batch from the previous one's end, so
+    data loading counts; at each break, a validation or an epoch's end, the GPU work still queued is waited for and
+    counted; validations and epoch boundaries are left out), and any unit of the task's own: a task
     method ``throughput_units(batch)`` returning ``{unit: amount in this batch}`` (tokens for the sequence tasks,
     ``{"audio_seconds": 12.5}`` for speech) is summed over training batches and reported as ``train_<unit>_per_s``.
     The same rates without the first ``warmup_batches`` batches of each attempt (kernel compilation, autotuning,
@@ -97,6 +99,7 @@ class ResultWriter(pl.Callback):
         self._steady_units: dict[str, float] = {}
         self._attempt_batches = 0
         self._step_before = 0
+        self._last_end: float | None = None
         self._device: torch.device | None = None
         self._written = False
         self._resolved_dir: Path | None = None
@@ -136,6 +139,7 @@ class ResultWriter(pl.Callback):
         self._started_at = utc_now()
         self._written = False
         self._attempt_batches = 0
+        self._last_end = None
         self._device = pl_module.device
         if self._resolved_dir is None:
             self.setup(trainer, pl_module, "fit")
@@ -143,13 +147,17 @@ class ResultWriter(pl.Callback):
             torch.cuda.reset_peak_memory_stats(pl_module.device)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        self._batch_t0 = time.perf_counter()
+        # a batch's time runs from the previous batch's end (its data loading and every hook count) while batches
+        # follow each other; after a break (fit or epoch start, a validation) from its own start
+        self._batch_t0 = self._last_end if self._last_end is not None else time.perf_counter()
         self._step_before = trainer.global_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if self._batch_t0 is None:
             return
-        elapsed = time.perf_counter() - self._batch_t0
+        now = time.perf_counter()
+        elapsed = now - self._batch_t0
+        self._last_end = now
         samples = _batch_size(batch)
         units = getattr(pl_module, "throughput_units", None)
         amounts = {name: float(a) for name, a in units(batch).items()} if callable(units) else {}
@@ -164,6 +172,28 @@ class ResultWriter(pl.Callback):
             self._steady["steps"] += trainer.global_step - self._step_before
             for name, amount in amounts.items():
                 self._steady_units[name] = self._steady_units.get(name, 0.0) + amount
+
+    def _close_window(self, pl_module: pl.LightningModule) -> None:
+        """End a run of training batches: the GPU work they queued (kernels run after the host has moved on) is
+        waited for and counted as training time, so that throughput is what the device delivered."""
+        if self._last_end is None:
+            return
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        tail = time.perf_counter() - self._last_end
+        self._train_time += tail
+        if self._attempt_batches > self.warmup_batches:
+            self._steady["time"] += tail
+        self._last_end = None
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close_window(pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close_window(pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close_window(pl_module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # after the task's own on_validation_epoch_end (which runs after every callback's): what it logs there
