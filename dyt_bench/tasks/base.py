@@ -143,6 +143,15 @@ class BenchTask(pl.LightningModule):
             return None
         return int(batch) * int(self.trainer.accumulate_grad_batches) * int(self.trainer.world_size)
 
+    def fused_optimizer_fits(self, groups: list[dict]) -> bool:
+        """``optim.fused: null``'s choice: every parameter a floating tensor on a CUDA device, and a strategy that
+        keeps whole parameters (FSDP and DeepSpeed shard or wrap them)."""
+        params = [p for g in groups for p in g["params"]]
+        if not params or not all(p.is_cuda and p.is_floating_point() for p in params):
+            return False
+        strategy = type(self.trainer.strategy).__name__ if self._trainer is not None else ""
+        return "FSDP" not in strategy and "DeepSpeed" not in strategy
+
     def configure_optimizers(self):
         cfg = self.optim_config
         global_batch = self.global_batch_size() if cfg.lr_base_batch is not None else None
@@ -150,7 +159,9 @@ class BenchTask(pl.LightningModule):
         if cfg.lr_base_batch is not None:
             rank_zero_info(f"learning rate {cfg.lr:g} at batch {cfg.lr_base_batch} → {lr:.4g} at global batch "
                            f"{global_batch}")
-        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
+        groups = self.parameter_groups()
+        fused = cfg.fused if cfg.fused is not None else self.fused_optimizer_fits(groups)
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None)
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         if not math.isfinite(total) or total <= 0:
             total = 1

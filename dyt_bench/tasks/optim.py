@@ -23,6 +23,11 @@ class OptimConfig:
     ``lr_base_batch``: when set, ``lr`` is the rate at that global batch and is scaled linearly to the real one
     (batch size × gradient accumulation × devices), e.g. the paper's 4e-3 at 4096.
     ``no_decay_norms_and_biases`` keeps weight decay off norm / DyT parameters and biases (1-D tensors).
+    ``fused``: torch's one-kernel AdamW step. ``null`` (default): fused when every parameter is on a CUDA device and
+    the strategy keeps whole parameters on each device (not FSDP or DeepSpeed), else torch's per-list (foreach) step;
+    ``true`` / ``false`` force it. The two compute the same update up to floating-point rounding; the fused one
+    launches a handful of kernels per step where foreach launches several per parameter chunk, which shows in
+    host-bound models.
     """
 
     lr: float = 1e-3
@@ -36,8 +41,11 @@ class OptimConfig:
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     min_lr_ratio: float = 0.0
     no_decay_norms_and_biases: bool = True
+    fused: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.fused is not None and not isinstance(self.fused, bool):
+            raise ValueError(f"optim.fused must be true, false or null; got {self.fused!r}")
         if self.lr <= 0:
             raise ValueError(f"optim.lr must be > 0; got {self.lr}")
         if self.weight_decay < 0:

@@ -90,6 +90,36 @@ def test_loss_falls_on_digits(tmp_path):
     assert after < before - 0.2, (before, after)
 
 
+def test_fused_adamw_is_chosen_on_cuda_and_computes_the_foreach_update():
+    """``optim.fused: null`` takes torch's fused AdamW only on CUDA; forced, it gives torch's foreach update (the
+    reference) to rounding after a few steps with both weight-decay groups."""
+    auto = tiny_task("dyt")
+    assert auto.fused_optimizer_fits(auto.parameter_groups()) is False  # CPU parameters
+
+    def steps(fused: bool):
+        torch.manual_seed(0)
+        task = tiny_task("dyt", optim=OptimConfig(lr=1e-2, fused=fused, warmup_steps=0, schedule="constant"))
+        opt = task.configure_optimizers()["optimizer"]
+        assert bool(opt.defaults["fused"]) is fused
+        x, y = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(8) % 10
+        for _ in range(3):
+            torch.nn.functional.cross_entropy(task(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+        return [p.detach().clone() for p in task.parameters()]
+
+    for fused_p, ref_p in zip(steps(True), steps(False), strict=True):
+        torch.testing.assert_close(fused_p, ref_p, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="optim.fused must be true, false or null"):
+        OptimConfig(fused="yes")
+
+
+@pytest.mark.gpu
+def test_fused_adamw_is_the_default_for_a_task_on_cuda():
+    task = tiny_task("dyt").cuda()
+    assert task.fused_optimizer_fits(task.parameter_groups()) is True
+
+
 def test_optimizer_groups_keep_norms_and_biases_out_of_weight_decay():
     task = tiny_task("dyt")
     decay, no_decay = task.parameter_groups()
