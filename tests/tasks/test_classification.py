@@ -165,3 +165,25 @@ def test_datamodule_rejects_bad_fields():
         ImageDataModule(source="mnist")
     with pytest.raises(ValueError, match="num_classes must be 10"):
         ImageDataModule(source="digits", num_classes=5)
+
+
+def test_fit_vs_harness_benchmark_reports_the_fits_steady_throughput(tmp_path):
+    """benchmarks/fit_vs_harness.py --smoke runs a bare loop and a real `dyt-bench fit`; its table gives the fit's
+    ``steady_samples_per_s`` from result.json and the ratio to the harness's mean."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "fit_vs_harness.py"
+    done = subprocess.run([sys.executable, str(script), "--smoke", "--out", str(tmp_path / "run"), "--output",
+                           str(tmp_path / "table.md")], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    (result_path,) = (tmp_path / "run").rglob("result.json")
+    steady = json.loads(result_path.read_text())["throughput"]["steady_samples_per_s"]
+    row = next(line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| vit_tiny"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    harness = float(cells[3].split(" ")[0].replace(",", ""))
+    assert float(cells[4].replace(",", "")) == pytest.approx(steady, abs=0.5)
+    assert float(cells[5]) == pytest.approx(steady / harness, rel=0.01, abs=0.002)
