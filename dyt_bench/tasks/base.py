@@ -17,7 +17,7 @@ from dyt_bench.coerce import coerce_dataclass
 from dyt_bench.norms import NormSpec, replace_norms
 from dyt_bench.norms.surgery import NormReplacementReport
 
-from .optim import OptimConfig, lr_lambda, parameter_groups, scaled_lr, warmup_length
+from .optim import OptimConfig, fused_adamw_fits, lr_lambda, parameter_groups, scaled_lr, warmup_length
 
 
 @dataclass
@@ -144,13 +144,9 @@ class BenchTask(pl.LightningModule):
         return int(batch) * int(self.trainer.accumulate_grad_batches) * int(self.trainer.world_size)
 
     def fused_optimizer_fits(self, groups: list[dict]) -> bool:
-        """``optim.fused: null``'s choice: every parameter a floating tensor on a CUDA device, and a strategy that
-        keeps whole parameters (FSDP and DeepSpeed shard or wrap them)."""
-        params = [p for g in groups for p in g["params"]]
-        if not params or not all(p.is_cuda and p.is_floating_point() for p in params):
-            return False
+        """``optim.fused: null``'s choice for this task's parameters and strategy (:func:`fused_adamw_fits`)."""
         strategy = type(self.trainer.strategy).__name__ if self._trainer is not None else ""
-        return "FSDP" not in strategy and "DeepSpeed" not in strategy
+        return fused_adamw_fits([p for g in groups for p in g["params"]], strategy)
 
     def configure_optimizers(self):
         cfg = self.optim_config

@@ -24,7 +24,7 @@ class OptimConfig:
     (batch size × gradient accumulation × devices), e.g. the paper's 4e-3 at 4096.
     ``no_decay_norms_and_biases`` keeps weight decay off norm / DyT parameters and biases (1-D tensors).
     ``fused``: torch's one-kernel AdamW step. ``null`` (default): fused when every parameter is on a CUDA device and
-    the strategy keeps whole parameters on each device (not FSDP or DeepSpeed), else torch's per-list (foreach) step;
+    the strategy keeps whole parameters on each device (not FSDP, DeepSpeed or model parallelism), else torch's per-list (foreach) step;
     ``true`` / ``false`` force it. The two compute the same update up to floating-point rounding; the fused one
     launches a handful of kernels per step where foreach launches several per parameter chunk, which shows in
     host-bound models.
@@ -61,6 +61,17 @@ class OptimConfig:
         check_choice("optim.schedule", self.schedule, SCHEDULES)
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1]; got {self.min_lr_ratio}")
+
+
+SHARDING_STRATEGIES = ("FSDP", "DeepSpeed", "ModelParallel")  # Lightning strategies that shard or wrap parameters
+
+
+def fused_adamw_fits(params: list, strategy: str = "") -> bool:
+    """``optim.fused: null``'s choice: every parameter a plain floating tensor on a CUDA device, and a strategy
+    (its class name) that keeps whole parameters on each device; sharded (DTensor) parameters take foreach."""
+    if any(name in strategy for name in SHARDING_STRATEGIES) or not params:
+        return False
+    return all(p.is_cuda and p.is_floating_point() and "DTensor" not in type(p.data).__name__ for p in params)
 
 
 def lr_lambda(step: int, total_steps: int, warmup_steps: int, schedule: str, min_lr_ratio: float) -> float:
@@ -122,4 +133,5 @@ def parameter_groups(model: nn.Module, config: OptimConfig) -> list[dict]:
     return [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-__all__ = ["SCHEDULES", "OptimConfig", "lr_lambda", "parameter_groups", "scaled_lr", "warmup_length"]
+__all__ = ["SCHEDULES", "SHARDING_STRATEGIES", "OptimConfig", "fused_adamw_fits", "lr_lambda", "parameter_groups", "scaled_lr",
+           "warmup_length"]

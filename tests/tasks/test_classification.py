@@ -114,6 +114,27 @@ def test_fused_adamw_is_chosen_on_cuda_and_computes_the_foreach_update():
         OptimConfig(fused="yes")
 
 
+def test_fused_adamw_is_left_out_where_parameters_are_sharded_or_not_on_cuda():
+    from types import SimpleNamespace
+
+    from dyt_bench.tasks.optim import fused_adamw_fits
+
+    class DTensor:  # stands for torch.distributed.tensor.DTensor: only its class name is read
+        pass
+
+    def param(cuda=True, floating=True, data=None):
+        return SimpleNamespace(is_cuda=cuda, is_floating_point=lambda: floating, data=data if data is not None else 0)
+
+    assert fused_adamw_fits([param(), param()], "SingleDeviceStrategy")
+    assert fused_adamw_fits([param()], "DDPStrategy")
+    for strategy in ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy"):
+        assert not fused_adamw_fits([param()], strategy)
+    assert not fused_adamw_fits([param(), param(cuda=False)], "DDPStrategy")
+    assert not fused_adamw_fits([param(floating=False)], "")
+    assert not fused_adamw_fits([param(data=DTensor())], "")
+    assert not fused_adamw_fits([], "")
+
+
 @pytest.mark.gpu
 def test_fused_adamw_is_the_default_for_a_task_on_cuda():
     task = tiny_task("dyt").cuda()
