@@ -24,7 +24,8 @@ class OptimConfig:
     (batch size × gradient accumulation × devices), e.g. the paper's 4e-3 at 4096.
     ``no_decay_norms_and_biases`` keeps weight decay off norm / DyT parameters and biases (1-D tensors).
     ``fused``: torch's one-kernel AdamW step. ``null`` (default): fused when every parameter is on a CUDA device and
-    the strategy keeps whole parameters on each device (not FSDP, DeepSpeed or model parallelism), else torch's per-list (foreach) step;
+    the strategy keeps whole parameters on each device (not FSDP, DeepSpeed or model parallelism), else torch's
+    per-list (foreach) step;
     ``true`` / ``false`` force it. The two compute the same update up to floating-point rounding; the fused one
     launches a handful of kernels per step where foreach launches several per parameter chunk, which shows in
     host-bound models.
