@@ -163,6 +163,51 @@ class DiTTrainer:
         print(events.table(sort_by="self_cpu_time_total", row_limit=10, max_name_column_width=50), flush=True)
 
 
+    def gpu_timeline(self, label: str, steps: int = 3) -> None:
+        """GPU idle time across ``steps`` back-to-back steps (no sync between them), from the kernels' own start and
+        end times: the profiler records GPU activity only, so the host runs at close to its usual speed."""
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        torch.cuda.synchronize()
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                self.step()
+            torch.cuda.synchronize()
+        kernels = [(e.name, e.time_range.start, e.time_range.end) for e in prof.events()
+                   if e.device_type == torch.autograd.DeviceType.CUDA]
+        print(format_gaps(f"{self.batch}-batch {label}", gpu_gaps(kernels), steps), flush=True)
+
+
+def gpu_gaps(kernels: list[tuple[str, float, float]]) -> dict:
+    """Busy and idle time of a GPU timeline of (name, start, end) intervals (µs; overlapping ones merged), and its
+    gaps as (idle µs, the kernel before, the kernel after), largest first."""
+    if not kernels:
+        return {"span": 0.0, "busy": 0.0, "gaps": [], "kernels": 0}
+    ordered = sorted(kernels, key=lambda k: k[1])
+    busy, gaps = 0.0, []
+    name, start, end = ordered[0]
+    for next_name, next_start, next_end in ordered[1:]:
+        if next_start > end:
+            busy += end - start
+            gaps.append((next_start - end, name, next_name))
+            start = next_start
+        if next_end >= end:
+            end, name = next_end, next_name
+    busy += end - start
+    return {"span": end - ordered[0][1], "busy": busy, "gaps": sorted(gaps, reverse=True), "kernels": len(kernels)}
+
+
+def format_gaps(label: str, timeline: dict, steps: int, top: int = 8) -> str:
+    span, busy, gaps = timeline["span"], timeline["busy"], timeline["gaps"]
+    idle = span - busy
+    lines = [f"### GPU timeline, {label}: {steps} steps, {timeline['kernels']} kernels, span {span / 1e3:.1f} ms, "
+             f"busy {busy / 1e3:.1f} ms, idle {idle / 1e3:.1f} ms ({100 * idle / span if span else 0:.1f} %); gaps "
+             f"over 10 µs: {sum(1 for g in gaps if g[0] > 10)} holding {sum(g[0] for g in gaps if g[0] > 10) / 1e3:.1f} ms"]
+    lines += [f"  {g:9.1f} µs  after {before[:60]}  before {after[:60]}" for g, before, after in gaps[:top]]
+    return "\n".join(lines)
+
+
 PYTHON_NODE = "dyt-auto-pynode"  # impl="auto" with the op's C++ autograd node off (dyt_bench.ops.triton.native)
 
 
@@ -214,6 +259,10 @@ def run_throughput(args) -> str:
         for label, trainer in trainers.items():
             select_node(label)
             trainer.profile(f"{args.model} {label}")
+    if args.timeline and device == "cuda":
+        for label, trainer in trainers.items():
+            select_node(label)
+            trainer.gpu_timeline(f"{args.model} {label}")
     host = {}
     if args.host_time:
         for label, trainer in trainers.items():
@@ -376,6 +425,8 @@ def main() -> None:
     tp.add_argument("--warmup", type=int, default=10)
     tp.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     tp.add_argument("--profile", action="store_true", help="print the top kernels of one profiled step per norm")
+    tp.add_argument("--timeline", action="store_true",
+                    help="also print each variant's GPU idle time and largest gaps over 3 back-to-back steps")
     tp.add_argument("--host-time", action="store_true",
                     help="also time the host alone: each phase of a step issued while the GPU is held busy")
     tp.add_argument("--channel-major-stream", action="store_true",

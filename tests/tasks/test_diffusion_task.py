@@ -276,3 +276,31 @@ def test_dit_stores_its_token_stream_token_major_and_computes_the_same_values():
         trainer = bench.DiTTrainer("DiT-S/4", NormSpec("dyt", impl="eager"), 2, 8, 1, "fp32", "cpu", overrides,
                                    channel_major)
         assert trainer.net.contiguous_tokens is not channel_major
+
+
+def test_dit_benchmark_gpu_timeline_busy_and_gaps_match_a_brute_force_count():
+    """``dit_step.py --timeline`` merges overlapping kernel intervals: its busy time and gaps equal a count of the
+    covered unit cells of random integer intervals, and each gap names the kernel that ended last before it."""
+    import importlib.util
+    import random
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "dit_step.py"
+    spec = importlib.util.spec_from_file_location("dit_step_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = random.Random(0)
+    for _ in range(50):
+        kernels = []
+        for i in range(rng.randint(1, 12)):
+            start = rng.randint(0, 150)
+            kernels.append((f"k{i}", start, start + rng.randint(1, 30)))
+        covered = {t for _, s, e in kernels for t in range(s, e)}
+        timeline = bench.gpu_gaps(kernels)
+        first, last = min(s for _, s, _ in kernels), max(e for _, _, e in kernels)
+        assert timeline["busy"] == len(covered) and timeline["span"] == last - first
+        assert sum(g for g, _, _ in timeline["gaps"]) == (last - first) - len(covered)
+        for gap, before, after in timeline["gaps"]:
+            end_before = max(e for n, _, e in kernels if n == before)
+            assert all(t not in covered for t in range(end_before, end_before + gap))
+            assert min(s for n, s, _ in kernels if n == after) == end_before + gap
