@@ -49,35 +49,14 @@ def test_unknown_keys_are_ignored_when_reading(tmp_path):
 
 
 def test_task_defined_throughput_units_are_summed_over_training_batches(tmp_path):
-    import lightning.pytorch as pl
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from dyt_bench.callbacks.result_writer import ResultWriter
-
-    class Task(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.lin = torch.nn.Linear(3, 1)
-
-        def training_step(self, batch, batch_idx):
-            (x,) = batch
-            return self.lin(x).pow(2).mean()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
+    class Task(_linear_task_class()):
         metric_modes = {"val/widgets": "max"}
         evaluation = {"widget_counter": {"name": "abacus", "path": Path("/tmp/abacus")}}
 
         def throughput_units(self, batch):  # e.g. seconds of audio: here 2.5 per sample plus 1 per batch
             return {"widgets": 2.5 * batch[0].shape[0] + 1.0}
 
-    data = TensorDataset(torch.randn(22, 3))  # batches of 4: five full, one of 2
-    writer = ResultWriter(run_dir=str(tmp_path))
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu", callbacks=[writer])
-    trainer.fit(Task(), DataLoader(data, batch_size=4))
+    _fit_tiny(tmp_path, task=Task())
     result = read_result(tmp_path / "result.json")
     batches, samples = 6, 22
     widgets = 2.5 * samples + 1.0 * batches
@@ -92,14 +71,12 @@ def test_task_defined_throughput_units_are_summed_over_training_batches(tmp_path
     assert result.versions["torch"] and result.config_hash and result.started_at <= result.finished_at
 
 
-def _fit_tiny(tmp_path, accelerator="cpu", warmup_batches=None, data=None, **trainer_kwargs):
+def _linear_task_class():
+    """A one-layer LightningModule on (x,) batches of 3 features, SGD."""
     import lightning.pytorch as pl
     import torch
-    from torch.utils.data import DataLoader, TensorDataset
 
-    from dyt_bench.callbacks.result_writer import ResultWriter
-
-    class Task(pl.LightningModule):
+    class LinearTask(pl.LightningModule):
         def __init__(self):
             super().__init__()
             self.lin = torch.nn.Linear(3, 1)
@@ -111,6 +88,19 @@ def _fit_tiny(tmp_path, accelerator="cpu", warmup_batches=None, data=None, **tra
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
+    return LinearTask
+
+
+def _fit_tiny(tmp_path, accelerator="cpu", warmup_batches=None, data=None, task=None, **trainer_kwargs):
+    """One epoch of 22 samples in batches of 4 under a ResultWriter; its result.json. The default task counts
+    3 widgets per sample."""
+    import lightning.pytorch as pl
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dyt_bench.callbacks.result_writer import ResultWriter
+
+    class Task(_linear_task_class()):
         def throughput_units(self, batch):
             return {"widgets": 3.0 * batch[0].shape[0]}
 
@@ -120,7 +110,7 @@ def _fit_tiny(tmp_path, accelerator="cpu", warmup_batches=None, data=None, **tra
     trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, accelerator=accelerator, devices=1, callbacks=[writer],
                          **trainer_kwargs)
-    trainer.fit(Task(), DataLoader(data if data is not None else TensorDataset(torch.randn(22, 3)), batch_size=4))
+    trainer.fit(task if task is not None else Task(), DataLoader(data if data is not None else TensorDataset(torch.randn(22, 3)), batch_size=4))
     return read_result(tmp_path / "result.json")
 
 
